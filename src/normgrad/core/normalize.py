@@ -1,0 +1,246 @@
+"""The one normalization routine every op shares: statistics, normalize, closed-form backward.
+
+Given a :class:`~normgrad.core.layout.NormLayout` (which axes are reduced, how the affine
+parameters broadcast), this module computes (DESIGN.md §1)::
+
+    mu    = mean_R(x)
+    var   = sum_R((x - mu)^2) / M            (or / (M - 1) with bessel=True)
+    r     = 1 / sqrt(var + eps)              "inv_std"
+    xhat  = (x - mu) * r
+    y     = gamma * xhat + beta
+
+and the closed-form backward::
+
+    dxhat = dy * gamma
+    dx    = (r / M) * (M * dxhat - sum_R(dxhat) - c * xhat * sum_R(dxhat * xhat))
+
+with ``c = 1`` for the biased variance and ``c = M / (M - 1)`` for the Bessel-corrected one.
+
+Precision: element-wise work happens in the *compute dtype* (float32 for float16 input,
+otherwise the input's own dtype); every reduction accumulates in float64, and the variance
+is taken in two passes around the mean, never as ``E[x^2] - E[x]^2``, so it stays accurate
+when the mean dwarfs the spread.
+
+These three functions (``moments``, ``normalize_forward``, ``normalize_backward``) are the
+seam a faster backend replaces; the staged backward in :mod:`normgrad.core.staged` reads
+the same cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from normgrad.core.layout import NormLayout
+from normgrad.core.validate import as_float_array
+
+ACC = np.float64  # accumulator dtype for every reduction
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 is computed in float32; float32 and float64 in their own type."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class NormCache:
+    """What a forward pass keeps for its backward pass.
+
+    Arrays are in the layout's *view* of x (``layout.work_shape``) and in the compute dtype,
+    except the per-group statistics, which are float64 of shape ``layout.stats_shape``.
+
+    Attributes:
+        layout: which axes were reduced and how gamma/beta broadcast.
+        training: True if batch statistics were used (their gradient flows back to x);
+            False for eval-mode batch norm, where mean and var are constants.
+        bessel: True if the variance was divided by M - 1 instead of M.
+        eps: added to the variance under the square root.
+        xhat: the normalized input ``(x - mean) * inv_std``.
+        mean: the mean used (batch or running), float64, keepdims.
+        var: the variance used (biased or Bessel batch variance, or running), float64.
+        inv_std: ``1 / sqrt(var + eps)``, float64.
+        gamma: gamma reshaped to ``layout.param_bcast`` in the compute dtype, or None.
+        has_beta: whether a beta was given (else dbeta is None).
+        x_dtype: dtype of x, and of dx.
+        param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
+    """
+
+    layout: NormLayout
+    training: bool
+    bessel: bool
+    eps: float
+    xhat: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray | None
+    has_beta: bool
+    x_dtype: np.dtype
+    param_dtype: np.dtype
+
+    @property
+    def op(self) -> str:
+        return self.layout.op
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return self.xhat.dtype
+
+
+class Moments(NamedTuple):
+    """Per-group count, mean and sum of squared deviations (M2), plus the centred input.
+
+    (count, mean, M2) is the triple Chan's parallel formula combines, which is how
+    synchronized batch norm will merge statistics across processes.
+    """
+
+    count: int
+    mean: np.ndarray  # float64, keepdims
+    m2: np.ndarray  # float64, keepdims
+    xmu: np.ndarray  # x - mean, compute dtype, the view's shape
+
+
+def moments(xw: np.ndarray, layout: NormLayout) -> Moments:
+    """Two-pass mean and M2 of ``xw`` (the view of x) over ``layout.reduce_axes``."""
+    compute = compute_dtype(xw.dtype)
+    axes = layout.reduce_axes
+    mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
+    xmu = np.subtract(xw, mean.astype(compute), dtype=compute)
+    m2 = np.sum(np.square(xmu), axis=axes, keepdims=True, dtype=ACC)
+    return Moments(layout.count, mean, m2, xmu)
+
+
+def _affine(xhat, gamma_b, beta_b, out_dtype):
+    y = xhat * gamma_b if gamma_b is not None else xhat.copy()
+    if beta_b is not None:
+        y += beta_b
+    return y.astype(out_dtype, copy=False)
+
+
+def normalize_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    layout: NormLayout,
+    *,
+    eps: float,
+    bessel: bool = False,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, NormCache, Moments | None]:
+    """Normalize ``x`` over ``layout.reduce_axes`` and apply the affine map.
+
+    Args:
+        x: input of shape ``layout.x_shape`` (validated by the caller).
+        gamma, beta: shape ``layout.param_shape`` or None.
+        stats: ``(mean, var)`` to use instead of batch statistics (eval mode), each
+            broadcastable to ``layout.stats_shape``.
+
+    Returns:
+        ``(y, cache, moments)``: y with x's shape and dtype; the cache for the backward;
+        the batch moments (None when ``stats`` was given), for running-statistics updates.
+    """
+    compute = compute_dtype(x.dtype)
+    xw = x.reshape(layout.work_shape)
+    if stats is None:
+        mom = moments(xw, layout)
+        mean = mom.mean
+        var = mom.m2 / (mom.count - 1 if bessel else mom.count)
+        xhat = mom.xmu  # centred in place below: it is our own temporary
+    else:
+        mom = None
+        mean = np.asarray(stats[0], dtype=ACC).reshape(layout.stats_shape)
+        var = np.asarray(stats[1], dtype=ACC).reshape(layout.stats_shape)
+        xhat = np.subtract(xw, mean.astype(compute), dtype=compute)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    xhat *= inv_std.astype(compute)
+
+    gamma_b = None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast)
+    beta_b = None if beta is None else beta.astype(compute).reshape(layout.param_bcast)
+    y = _affine(xhat, gamma_b, beta_b, x.dtype).reshape(layout.x_shape)
+
+    param_dtype = next((p.dtype for p in (gamma, beta) if p is not None), x.dtype)
+    cache = NormCache(
+        layout=layout,
+        training=stats is None,
+        bessel=bessel,
+        eps=eps,
+        xhat=xhat,
+        mean=mean,
+        var=var,
+        inv_std=inv_std,
+        gamma=gamma_b,
+        has_beta=beta is not None,
+        x_dtype=x.dtype,
+        param_dtype=param_dtype,
+    )
+    return y, cache, mom
+
+
+def check_cache(cache: object, op: str | None) -> NormCache:
+    """The cache must be ours, and from the op whose backward is being called."""
+    if not isinstance(cache, NormCache):
+        raise TypeError(
+            f"cache must be the NormCache returned by a normgrad forward function; "
+            f"got {type(cache).__name__}"
+        )
+    if op is not None and cache.op != op:
+        raise ValueError(
+            f"cache comes from {cache.op}_forward, not {op}_forward: "
+            f"pass it to {cache.op}_backward instead"
+        )
+    return cache
+
+
+def check_dy(dy: object, cache: NormCache) -> np.ndarray:
+    dy = as_float_array("dy", dy)
+    if dy.shape != cache.layout.x_shape:
+        raise ValueError(
+            f"dy must have the shape of the forward output, {cache.layout.x_shape}; "
+            f"got shape {dy.shape}"
+        )
+    return dy.reshape(cache.layout.work_shape)
+
+
+def sum_r(a: np.ndarray, cache: NormCache) -> np.ndarray:
+    """Sum over the reduced axes, accumulated in float64, returned in the compute dtype."""
+    s = np.sum(a, axis=cache.layout.reduce_axes, keepdims=True, dtype=ACC)
+    return s.astype(cache.compute_dtype)
+
+
+def param_grads(dyw: np.ndarray, cache: NormCache):
+    """``dgamma = sum(dy * xhat)`` and ``dbeta = sum(dy)`` over every non-parameter axis."""
+    layout = cache.layout
+
+    def reduce(a):
+        s = np.sum(a, axis=layout.param_sum_axes, keepdims=True, dtype=ACC)
+        return s.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    dgamma = None if cache.gamma is None else reduce(dyw * cache.xhat)
+    dbeta = reduce(dyw) if cache.has_beta else None
+    return dgamma, dbeta
+
+
+def normalize_backward(dy: np.ndarray, cache: NormCache):
+    """Closed-form gradients ``(dx, dgamma, dbeta)`` (DESIGN.md §1).
+
+    ``dgamma``/``dbeta`` are None when gamma/beta were None. In eval mode the statistics are
+    constants and the backward is that of the per-channel affine map ``dx = dxhat * r``.
+    """
+    compute = cache.compute_dtype
+    dyw = check_dy(dy, cache).astype(compute, copy=False)
+    dgamma, dbeta = param_grads(dyw, cache)
+    dxhat = dyw * cache.gamma if cache.gamma is not None else dyw
+    inv_std = cache.inv_std.astype(compute)
+    if cache.training:
+        m = cache.layout.count
+        c = m / (m - 1) if cache.bessel else 1.0
+        xhat = cache.xhat
+        dx = dxhat * m
+        dx -= sum_r(dxhat, cache)
+        dx -= xhat * (c * sum_r(dxhat * xhat, cache))
+        dx *= inv_std / m
+    else:
+        dx = dxhat * inv_std
+    return dx.astype(cache.x_dtype, copy=False).reshape(cache.layout.x_shape), dgamma, dbeta

@@ -1,0 +1,132 @@
+"""Checks on what the user passed, with messages that name the argument.
+
+Every public function validates its inputs here before any arithmetic, so a bad call
+fails with a ValueError or TypeError that says which argument was wrong, what was
+expected and what was given. Nothing here modifies its input.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+#: Floating dtypes the core accepts. float16 is computed in float32 (see DESIGN.md §2).
+SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(a: object) -> str:
+    if isinstance(a, np.ndarray):
+        return f"an array of dtype {a.dtype} and shape {a.shape}"
+    return f"{type(a).__name__} {a!r}"
+
+
+def as_float_array(name: str, a: object) -> np.ndarray:
+    """Return ``a`` as a floating ndarray (no copy when it already is one).
+
+    Raises TypeError for integer, boolean, complex, object and other non-float data:
+    silently normalising integers would hide a bug in the caller more often than help.
+    """
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # pragma: no cover - numpy's own message is kept
+            raise TypeError(f"{name} must be a floating-point array; got {_describe(a)}") from exc
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, float32 or float64); "
+            f"got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a positive real number; got {_describe(eps)}")
+    eps = float(eps)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    return eps
+
+
+def check_momentum(momentum: object) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"momentum must be a number in [0, 1]; got {_describe(momentum)}")
+    momentum = float(momentum)
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1]; got {momentum!r}")
+    return momentum
+
+
+def check_axis(name: str, axis: object, ndim: int, shape: tuple[int, ...]) -> int:
+    """Normalise a possibly negative axis index; raise if it is not an int in range."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {_describe(axis)}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{name}={axis} is out of range for an input of shape {shape} "
+            f"(expected an axis in [{-ndim}, {ndim - 1}])"
+        )
+    return axis % ndim
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int; got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value}")
+    return int(value)
+
+
+def check_min_ndim(name: str, x: np.ndarray, min_ndim: int, expected: str) -> None:
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have shape {expected}; got shape {x.shape}")
+
+
+def check_param(name: str, p: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """Validate an affine parameter (gamma or beta): None, or a float array of ``shape``."""
+    if p is None:
+        return None
+    arr = as_float_array(name, p)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}); got shape {arr.shape}")
+    return arr
+
+
+def check_running(name: str, r: object, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate a running-statistics array, which will be updated in place."""
+    if r is None:
+        return None
+    if not isinstance(r, np.ndarray):
+        raise TypeError(
+            f"{name} must be a NumPy array (it is updated in place); got {_describe(r)}"
+        )
+    as_float_array(name, r)
+    if r.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (one value per channel); got {r.shape}")
+    if not r.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place in training mode")
+    return r
+
+
+_GROUP_WORDS = {
+    "batch_norm": "per channel",
+    "layer_norm": "per sample",
+    "group_norm": "per (sample, group)",
+    "instance_norm": "per (sample, channel)",
+}
+
+
+def check_enough_values(op: str, shape: tuple[int, ...], count: int, bessel: bool) -> None:
+    """One value per group has no variance to normalise by (and M - 1 = 0 with Bessel)."""
+    if count <= 1:
+        where = _GROUP_WORDS[op]
+        reason = " with bessel=True" if bessel else " when training" if op == "batch_norm" else ""
+        raise ValueError(
+            f"Expected more than 1 value {where}{reason}, got input size {tuple(shape)} "
+            f"({count} value{'s' if count != 1 else ''} {where})"
+        )

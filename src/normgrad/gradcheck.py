@@ -1,0 +1,274 @@
+"""Numerical gradient checking: the one checker every test and ``normgrad verify`` use.
+
+In the spirit of Chainer's ``gradient_check``: give a function, its inputs, an upstream
+gradient ``dout`` and the analytic gradients you want checked; the checker differentiates
+the scalar ``L = sum(f(**inputs) * dout)`` by central differences and compares::
+
+    results = check_gradients(
+        lambda x, gamma, beta: normgrad.batch_norm_forward(x, gamma, beta)[0],
+        {"x": x, "gamma": gamma, "beta": beta},
+        dout,
+        {"x": dx, "gamma": dgamma, "beta": dbeta},
+    )
+
+Two error measures are reported:
+
+- ``max_rel_error`` (pass/fail): ``max|a - n| / max(max|a|, max|n|)``, the error relative
+  to the gradient's scale. It does not blow up on elements that are zero up to rounding,
+  which batch norm's dx has plenty of (its sum over the batch is exactly zero).
+- ``rel_error``: the CS231n course's elementwise measure,
+  ``max(|a - n| / max(1e-8, |a| + |n|))``, shown because learners know it.
+
+Large arrays are checked along random directions (``mode="directional"``): the numeric
+directional derivative ``(L(x + h v) - L(x - h v)) / 2h`` against ``<analytic, v>``.
+Inputs are never modified: perturbations are made on copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "GradcheckError",
+    "GradcheckResult",
+    "assert_close",
+    "check_gradients",
+    "directional_derivative",
+    "max_rel_error",
+    "numerical_gradient",
+    "rel_error",
+]
+
+#: Default step and tolerance for float64 inputs. Central differences have truncation error
+#: ~h^2 and rounding error ~1e-16 / h; h = 1e-5 balances them at ~1e-10 relative.
+DEFAULT_H = 1e-5
+DEFAULT_RTOL = 1e-7
+#: Arrays with more elements than this are checked along random directions by default.
+MAX_FULL_SIZE = 4096
+
+
+def rel_error(x, y) -> float:
+    """The CS231n course's relative error: ``max(|x - y| / max(1e-8, |x| + |y|))``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def max_rel_error(actual, expected) -> float:
+    """Normwise relative error ``max|a - e| / max(max|a|, max|e|)``; 0 when both are 0."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"cannot compare arrays of shapes {a.shape} and {e.shape}")
+    if a.size == 0:
+        return 0.0
+    diff = np.max(np.abs(a - e))
+    scale = max(np.max(np.abs(a)), np.max(np.abs(e)))
+    if not np.isfinite(diff):
+        return float("inf")
+    return float(diff / scale) if scale > 0 else 0.0
+
+
+def _loss(f: Callable, inputs: Mapping[str, np.ndarray], dout: np.ndarray) -> float:
+    out = np.asarray(f(**inputs), dtype=np.float64)
+    if out.shape != dout.shape:
+        raise ValueError(f"f returned shape {out.shape} but dout has shape {dout.shape}")
+    return float(np.sum(out * dout))
+
+
+def numerical_gradient(
+    f: Callable, inputs: Mapping[str, np.ndarray], wrt: str, dout, *, h: float = DEFAULT_H
+) -> np.ndarray:
+    """Central-difference gradient of ``sum(f(**inputs) * dout)`` with respect to ``inputs[wrt]``.
+
+    Costs two evaluations of ``f`` per element of ``inputs[wrt]``.
+    """
+    dout = np.asarray(dout, np.float64)
+    work = dict(inputs)
+    x = np.array(inputs[wrt], copy=True)  # perturb a copy, never the caller's array
+    work[wrt] = x
+    grad = np.zeros(x.shape, np.float64)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + h
+        plus = _loss(f, work, dout)
+        x[idx] = old - h
+        minus = _loss(f, work, dout)
+        x[idx] = old
+        grad[idx] = (plus - minus) / (2 * h)
+    return grad
+
+
+def directional_derivative(
+    f: Callable,
+    inputs: Mapping[str, np.ndarray],
+    wrt: str,
+    dout,
+    direction: np.ndarray,
+    *,
+    h: float = DEFAULT_H,
+) -> float:
+    """Directional derivative ``(L(x + h v) - L(x - h v)) / 2h`` along ``v = direction``.
+
+    ``L = sum(f(**inputs) * dout)`` and ``x = inputs[wrt]``.
+    """
+    dout = np.asarray(dout, np.float64)
+    x = np.asarray(inputs[wrt])
+    step = (h * direction).astype(x.dtype)
+    plus = _loss(f, {**inputs, wrt: x + step}, dout)
+    minus = _loss(f, {**inputs, wrt: x - step}, dout)
+    return (plus - minus) / (2 * h)
+
+
+def _mismatch_lines(expected, actual, labels: tuple[str, str]) -> list[str]:
+    """Where two arrays differ most, and both arrays (abbreviated), for failure reports."""
+    if expected.size == 0:
+        return []
+    diff = np.abs(np.asarray(expected, np.float64) - np.asarray(actual, np.float64))
+    worst = np.unravel_index(int(np.nanargmax(diff)), diff.shape) if diff.ndim else ()
+    opts = {"precision": 6, "threshold": 40, "edgeitems": 3}
+    width = max(len(lbl) for lbl in labels) + 1
+    return [
+        f"  worst at index {tuple(int(i) for i in worst)}: {labels[0]} "
+        f"{expected[worst]:.10g}, {labels[1]} {actual[worst]:.10g}",
+        *(
+            f"  {(lbl + ':').ljust(width)} " + np.array2string(arr, **opts).replace("\n", " ")
+            for lbl, arr in zip(labels, (expected, actual), strict=False)
+        ),
+    ]
+
+
+@dataclass
+class GradcheckResult:
+    """The comparison of one analytic gradient with its numerical estimate."""
+
+    name: str
+    mode: str  # "full" or "directional"
+    numeric: np.ndarray  # the gradient, or the directional derivatives
+    analytic: np.ndarray  # the gradient, or <analytic, v> per direction
+    max_rel_error: float
+    rel_error: float
+    rtol: float
+    h: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel_error <= self.rtol
+
+    def report(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        lines = [
+            f"gradient wrt {self.name!r} ({self.mode}, {self.numeric.size} values): {verdict}",
+            f"  max_rel_error {self.max_rel_error:.3e} (tolerance {self.rtol:.1e}), "
+            f"course rel_error {self.rel_error:.3e}, h = {self.h:.1e}",
+        ]
+        if not self.passed:
+            lines += _mismatch_lines(self.numeric, self.analytic, ("numeric", "analytic"))
+        return "\n".join(lines)
+
+
+class GradcheckError(AssertionError):
+    """Raised by :func:`check_gradients` when a gradient fails; the message is the report."""
+
+    def __init__(self, results: list[GradcheckResult]):
+        self.results = results
+        super().__init__("\n".join(r.report() for r in results))
+
+
+def check_gradients(
+    f: Callable,
+    inputs: Mapping[str, np.ndarray],
+    dout,
+    analytic: Mapping[str, np.ndarray],
+    *,
+    h: float = DEFAULT_H,
+    rtol: float = DEFAULT_RTOL,
+    mode: str = "auto",
+    num_directions: int = 4,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> list[GradcheckResult]:
+    """Check analytic gradients of ``sum(f(**inputs) * dout)`` against central differences.
+
+    Args:
+        f: called as ``f(**inputs)``; returns an array of ``dout``'s shape.
+        inputs: the arguments of ``f`` by name (use float64 for meaningful checks).
+        dout: upstream gradient.
+        analytic: the gradients to check, by input name (None values are skipped).
+        h: finite-difference step.
+        rtol: largest ``max_rel_error`` that passes.
+        mode: ``"full"`` (every element), ``"directional"`` (``num_directions`` random
+            directions) or ``"auto"`` (full up to ``MAX_FULL_SIZE`` elements).
+        seed: seeds the random directions.
+        raise_on_failure: raise :class:`GradcheckError` with the report if any check fails.
+
+    Returns:
+        One :class:`GradcheckResult` per checked gradient.
+    """
+    if mode not in ("auto", "full", "directional"):
+        raise ValueError(f"mode must be 'auto', 'full' or 'directional'; got {mode!r}")
+    rng = np.random.default_rng(seed)
+    results = []
+    for name, grad in analytic.items():
+        if grad is None:
+            continue
+        if name not in inputs:
+            raise ValueError(f"analytic gradient {name!r} is not one of the inputs {list(inputs)}")
+        x = np.asarray(inputs[name])
+        grad = np.asarray(grad, np.float64)
+        if grad.shape != x.shape:
+            raise ValueError(
+                f"analytic gradient {name!r} has shape {grad.shape}, input has {x.shape}"
+            )
+        use = mode if mode != "auto" else ("full" if x.size <= MAX_FULL_SIZE else "directional")
+        if use == "full":
+            numeric = numerical_gradient(f, inputs, name, dout, h=h)
+            ana = grad
+        else:
+            dirs = [rng.standard_normal(x.shape) for _ in range(num_directions)]
+            numeric = np.array(
+                [directional_derivative(f, inputs, name, dout, d, h=h) for d in dirs]
+            )
+            ana = np.array([np.sum(grad * d) for d in dirs])
+        results.append(
+            GradcheckResult(
+                name,
+                use,
+                numeric,
+                ana,
+                max_rel_error(ana, numeric),
+                rel_error(ana, numeric),
+                rtol,
+                h,
+            )
+        )
+    if raise_on_failure and not all(r.passed for r in results):
+        raise GradcheckError(results)
+    return results
+
+
+def assert_close(actual, expected, *, rtol: float, name: str = "value") -> float:
+    """Assert two results agree to ``max_rel_error <= rtol``; return the error.
+
+    Used wherever two derivations (staged vs closed form, normgrad vs PyTorch) are compared,
+    so every comparison in the project reports failures the same way.
+    """
+    if actual is None or expected is None:
+        if actual is None and expected is None:
+            return 0.0
+        raise AssertionError(f"{name}: one result is None and the other is not")
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"{name}: shape {a.shape} differs from expected {e.shape}")
+    err = max_rel_error(a, e)
+    if not err <= rtol:
+        lines = [
+            f"{name}: max_rel_error {err:.3e} exceeds tolerance {rtol:.1e} "
+            f"(course rel_error {rel_error(a, e):.3e})",
+            *_mismatch_lines(e, a, ("expected", "actual")),
+        ]
+        raise AssertionError("\n".join(lines))
+    return err
