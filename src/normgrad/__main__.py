@@ -1,0 +1,5 @@
+import sys
+
+from normgrad.cli import main
+
+sys.exit(main())

@@ -1,0 +1,317 @@
+"""``normgrad verify``: every op and layout, each derivation held against the others.
+
+For each case (op, layout, shape, variance convention, train/eval) it runs the forward
+pass, then compares
+
+- ``staged``: seed 002's staged backward against the closed form,
+- ``numeric``: the closed form against central differences (:mod:`normgrad.gradcheck`),
+- ``torch y`` / ``torch grad``: the forward output and the gradients against PyTorch's
+  autograd, when torch is installed,
+
+as normwise relative errors (``max|a - b| / max|b|``), float64. Then the three source
+write-ups against the library, and the precision claims (large means, float16). Every
+number printed is computed in this run; a row fails when an error exceeds its tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import normgrad as ng
+from normgrad import seeds
+from normgrad.gradcheck import check_gradients, max_rel_error
+from normgrad.torch_reference import reference, torch_available
+
+#: Tolerances for float64 results (normwise relative error).
+TOL_STAGED = 1e-10
+TOL_NUMERIC = 1e-7
+TOL_TORCH = 1e-12
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op/layout/convention to verify."""
+
+    op: str
+    layout: str
+    shape: tuple[int, ...]
+    variance: str = "biased"  # or "bessel"
+    mode: str = "train"  # or "eval" (batch norm only)
+    affine: bool = True
+    kwargs: dict = field(default_factory=dict)  # channel_axis / normalized_ndim / num_groups
+
+    def param_shape(self) -> tuple[int, ...]:
+        if self.op == "layer_norm":
+            k = self.kwargs.get("normalized_ndim", 1)
+            return self.shape[len(self.shape) - k :]
+        return (self.shape[self.kwargs.get("channel_axis", 1)],)
+
+
+def _cases() -> list[Case]:
+    bn, ln, gn, inorm = "batch_norm", "layer_norm", "group_norm", "instance_norm"
+    last = {"channel_axis": -1}
+    return [
+        Case(bn, "(N, D)", (8, 5)),
+        Case(bn, "(N, D)", (8, 5), variance="bessel"),
+        Case(bn, "(N, D)", (8, 5), mode="eval"),
+        Case(bn, "(N, D) no affine", (8, 5), affine=False),
+        Case(bn, "(N, C, L)", (4, 3, 5)),
+        Case(bn, "(N, C, H, W)", (2, 3, 4, 4)),
+        Case(bn, "(N, C, H, W)", (2, 3, 4, 4), mode="eval"),
+        Case(bn, "(N, C, D, H, W)", (2, 2, 3, 2, 2)),
+        Case(bn, "(N, L, C)", (4, 5, 3), kwargs=last),
+        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), kwargs=last),
+        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), variance="bessel", kwargs=last),
+        Case(ln, "(N, D)", (5, 6)),
+        Case(ln, "(N, D)", (5, 6), variance="bessel"),
+        Case(ln, "(N, C, H, W) / 3", (2, 3, 2, 2), kwargs={"normalized_ndim": 3}),
+        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), kwargs={"num_groups": 3}),
+        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), variance="bessel", kwargs={"num_groups": 3}),
+        Case(gn, "(N, C, H, W) G=1", (2, 4, 2, 3), kwargs={"num_groups": 1}),
+        Case(gn, "(N, C, L) G=C", (3, 4, 5), kwargs={"num_groups": 4}),
+        Case(inorm, "(N, C, L)", (3, 2, 5)),
+        Case(inorm, "(N, C, H, W)", (2, 3, 4, 4)),
+        Case(inorm, "(N, C, H, W)", (2, 3, 4, 4), variance="bessel"),
+    ]
+
+
+@dataclass
+class Row:
+    """A line of the report: named errors with their tolerances."""
+
+    section: str
+    label: str
+    errors: dict[str, tuple[float, float]]  # name -> (error, tolerance)
+    note: str = ""
+    #: True for a negative control: the row passes only if every error *exceeds* its bound.
+    expect_mismatch: bool = False
+
+    def ok(self, err: float, tol: float) -> bool:
+        return err > tol if self.expect_mismatch else err <= tol
+
+    @property
+    def passed(self) -> bool:
+        return all(self.ok(err, tol) for err, tol in self.errors.values())
+
+
+def _forward_fn(case: Case) -> tuple[Callable, Callable, Callable]:
+    fwd = getattr(ng, f"{case.op}_forward")
+    return fwd, getattr(ng, f"{case.op}_backward"), getattr(ng, f"{case.op}_backward_staged")
+
+
+def run_case(case: Case, rng: np.random.Generator, use_torch: bool) -> Row:
+    x = rng.standard_normal(case.shape) * 1.5 + 0.5
+    p = case.param_shape()
+    gamma = rng.standard_normal(p) + 1.0 if case.affine else None
+    beta = rng.standard_normal(p) if case.affine else None
+    dy = rng.standard_normal(case.shape)
+    kw = {k: v for k, v in case.kwargs.items() if k != "num_groups"}
+    extra = (case.kwargs["num_groups"],) if "num_groups" in case.kwargs else ()
+    kw["bessel"] = case.variance == "bessel"
+    if case.mode == "eval":
+        kw |= {"training": False, "running_mean": rng.standard_normal(p)}
+        kw["running_var"] = rng.uniform(0.5, 2.0, p)
+    fwd, bwd, staged = _forward_fn(case)
+
+    def f(x, gamma, beta):
+        return fwd(x, gamma, beta, *extra, **kw)[0]
+
+    y, cache = fwd(x, gamma, beta, *extra, **kw)
+    grads = bwd(dy, cache)
+    names = ("x", "gamma", "beta")
+    err = {
+        "staged": max(
+            max_rel_error(a, b) for a, b in zip(staged(dy, cache), grads) if a is not None
+        )
+    }
+    results = check_gradients(
+        f,
+        {"x": x, "gamma": gamma, "beta": beta},
+        dy,
+        dict(zip(names, grads)),
+        rtol=TOL_NUMERIC,
+        raise_on_failure=False,
+    )
+    err["numeric"] = max(r.max_rel_error for r in results)
+    errors = {"staged": (err["staged"], TOL_STAGED), "numeric": (err["numeric"], TOL_NUMERIC)}
+    if use_torch:
+        ref_kw = dict(case.kwargs)
+        if case.mode == "eval":
+            ref_kw |= {"training": False, "running_mean": kw["running_mean"].copy()}
+            ref_kw["running_var"] = kw["running_var"].copy()
+        ty, *tgrads = reference(case.op, x, gamma, beta, dy, bessel=kw["bessel"], **ref_kw)
+        errors["torch y"] = (max_rel_error(y, ty), TOL_TORCH)
+        gerr = [max_rel_error(a, b) for a, b in zip(grads, tgrads) if a is not None]
+        errors["torch grad"] = (max(gerr), TOL_TORCH)
+    mode = case.mode if case.op == "batch_norm" else "-"
+    label = f"{case.op:<13} {case.layout:<18} {case.variance:<6} {mode:<5}"
+    return Row("ops", label, errors)
+
+
+def seed_rows(rng: np.random.Generator) -> list[Row]:
+    """The three write-ups against the library, on seed 000's own example size (7, 5)."""
+    x = rng.standard_normal((7, 5)) * 2 + 1
+    gamma, beta = rng.standard_normal(5) + 1, rng.standard_normal(5)
+    dy = rng.standard_normal((7, 5))
+    eps = 1e-5
+    _, cache = ng.batch_norm_forward(x, gamma, beta, eps=eps)
+    ours = ng.batch_norm_backward(dy, cache)
+    _, cache_b = ng.batch_norm_forward(x, gamma, beta, eps=eps, bessel=True)
+    ours_bessel = ng.batch_norm_backward(dy, cache_b)
+    _, seed_cache = seeds.seed002_forward(x, gamma, beta, eps)
+
+    def worst(a, b):
+        return max(max_rel_error(p, q) for p, q in zip(a, b))
+
+    s002 = worst(seeds.seed002_backward(dy, seed_cache), ours)
+    s001 = worst(seeds.seed001_backward(dy, seed_cache), ours)
+    s000_bessel = max_rel_error(
+        seeds.seed000_backward(dy, x, gamma, eps, variance="bessel")[0], ours_bessel[0]
+    )
+    s000_biased = max_rel_error(
+        seeds.seed000_backward(dy, x, gamma, eps, variance="biased")[0], ours[0]
+    )
+    return [
+        Row("seeds", "seed 002: staged backward, verbatim", {"vs normgrad": (s002, TOL_STAGED)}),
+        Row("seeds", "seed 001: closed form", {"vs normgrad": (s001, TOL_STAGED)}),
+        Row(
+            "seeds",
+            "seed 000 final formula, Bessel variance",
+            {"vs bessel=True": (s000_bessel, TOL_STAGED)},
+            "matches: the n/(n-1) factor belongs to the Bessel-corrected variance",
+        ),
+        # A negative control: seed 000's formula must NOT match the biased gradient.
+        Row(
+            "seeds",
+            "seed 000 final formula, biased variance",
+            {"vs bessel=False": (s000_biased, 1e-3)},
+            "differs (as it must: seed 000's forward is biased but its formula is not)",
+            expect_mismatch=True,
+        ),
+    ]
+
+
+def precision_rows(rng: np.random.Generator, use_torch: bool) -> list[Row]:
+    """Large means and float16: the variance must survive a mean that dwarfs the spread."""
+    rows = []
+    for dtype, mean, n in ((np.float64, 1e6, 4096), (np.float32, 1e3, 2**20)):
+        x = (mean + rng.standard_normal((n, 2))).astype(dtype)
+        y, _ = ng.batch_norm_forward(x, None, None)
+        std = float(y.astype(np.float64).std(axis=0).min())
+        note = ""
+        if use_torch and dtype == np.float32:
+            import torch
+
+            ty = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True)
+            note = f"PyTorch {torch.__version__} on the same input: std {ty.numpy().std():.3f}"
+        label = f"batch_norm {np.dtype(dtype).name}, x = {mean:.0e} + N(0,1), ({n}, 2)"
+        rows.append(Row("precision", label, {"|std(y) - 1|": (abs(std - 1.0), 1e-3)}, note))
+    x16 = (rng.standard_normal((64, 8)) * 3 + 10).astype(np.float16)
+    y16, _ = ng.batch_norm_forward(x16, None, None)
+    y64, _ = ng.batch_norm_forward(x16.astype(np.float64), None, None)
+    ok_dtype = y16.dtype == np.float16
+    # float16 has an 11-bit significand: rounding the result costs up to 2^-11 relative.
+    rows.append(
+        Row(
+            "precision",
+            "batch_norm float16 in, float32 inside, float16 out",
+            {"vs float64": (max_rel_error(y16, y64), 2.0**-10)},
+            "" if ok_dtype else f"output dtype {y16.dtype}, expected float16",
+        )
+    )
+    if not ok_dtype:
+        rows[-1].errors["dtype"] = (1.0, 0.0)
+    return rows
+
+
+def run_verify(seed: int = 0, use_torch: bool | None = None, on_row=None) -> list[Row]:
+    """Run every check; ``on_row(row)`` is called as each row completes."""
+    if use_torch is None:
+        use_torch = torch_available()
+    rng = np.random.default_rng(seed)
+    rows: list[Row] = []
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for case in _cases():
+        add(run_case(case, rng, use_torch))
+    for row in seed_rows(rng):
+        add(row)
+    for row in precision_rows(rng, use_torch):
+        add(row)
+    return rows
+
+
+OPS_COLUMNS = ("staged", "numeric", "torch y", "torch grad")
+
+
+def section_header(section: str) -> str:
+    """The title line of a section; the ops section gets column names."""
+    if section != "ops":
+        return f"[{section}]"
+    label = f"{'op':<13} {'layout':<18} {'var':<6} {'mode':<5}"
+    return f"[ops]\n     {label} " + " ".join(f"{c:>10}" for c in OPS_COLUMNS)
+
+
+def format_row(row: Row) -> str:
+    """One line per row; a '!' marks an error outside its bound."""
+    status = "ok  " if row.passed else "FAIL"
+    if row.section == "ops":
+        cells = []
+        for name in OPS_COLUMNS:
+            if name in row.errors:
+                err, tol = row.errors[name]
+                cells.append(f"{err:9.1e}{' ' if row.ok(err, tol) else '!'}")
+            else:
+                cells.append(f"{'-':>9} ")
+        line = f"{status} {row.label} " + " ".join(cells)
+    else:
+        cells = [
+            f"{name} {err:.1e}{'' if row.ok(err, tol) else '!'}"
+            for name, (err, tol) in row.errors.items()
+        ]
+        line = f"{status} {row.label:<52} " + "  ".join(cells)
+    if row.note:
+        line += f"\n       {row.note}"
+    return line
+
+
+def header(use_torch: bool) -> str:
+    import platform
+
+    torch_part = "normgrad vs PyTorch" if use_torch else "PyTorch not installed: skipped"
+    lines = [
+        f"normgrad {ng.__version__} verify  -  numpy {np.__version__}, python "
+        f"{platform.python_version()}",
+        "float64, normwise relative errors max|a - b| / max|b| of: the staged backward vs",
+        f"the closed form, the closed form vs central differences, {torch_part}.",
+        f"Tolerances: staged {TOL_STAGED:g}, numeric {TOL_NUMERIC:g}, PyTorch {TOL_TORCH:g}.",
+    ]
+    if use_torch:
+        import torch
+
+        lines[0] += f", torch {torch.__version__}"
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: list[Row]) -> str:
+    return json.dumps(
+        [
+            {
+                "section": r.section,
+                "label": " ".join(r.label.split()),
+                "passed": r.passed,
+                "errors": {k: {"error": e, "tolerance": t} for k, (e, t) in r.errors.items()},
+                "note": r.note,
+            }
+            for r in rows
+        ],
+        indent=2,
+    )
