@@ -125,14 +125,16 @@ def run_case(case: Case, rng: np.random.Generator, use_torch: bool) -> Row:
     names = ("x", "gamma", "beta")
     err = {
         "staged": max(
-            max_rel_error(a, b) for a, b in zip(staged(dy, cache), grads) if a is not None
+            max_rel_error(a, b)
+            for a, b in zip(staged(dy, cache), grads, strict=True)
+            if a is not None
         )
     }
     results = check_gradients(
         f,
         {"x": x, "gamma": gamma, "beta": beta},
         dy,
-        dict(zip(names, grads)),
+        dict(zip(names, grads, strict=True)),
         rtol=TOL_NUMERIC,
         raise_on_failure=False,
     )
@@ -145,7 +147,7 @@ def run_case(case: Case, rng: np.random.Generator, use_torch: bool) -> Row:
             ref_kw["running_var"] = kw["running_var"].copy()
         ty, *tgrads = reference(case.op, x, gamma, beta, dy, bessel=kw["bessel"], **ref_kw)
         errors["torch y"] = (max_rel_error(y, ty), TOL_TORCH)
-        gerr = [max_rel_error(a, b) for a, b in zip(grads, tgrads) if a is not None]
+        gerr = [max_rel_error(a, b) for a, b in zip(grads, tgrads, strict=True) if a is not None]
         errors["torch grad"] = (max(gerr), TOL_TORCH)
     mode = case.mode if case.op == "batch_norm" else "-"
     label = f"{case.op:<13} {case.layout:<18} {case.variance:<6} {mode:<5}"
@@ -165,7 +167,7 @@ def seed_rows(rng: np.random.Generator) -> list[Row]:
     _, seed_cache = seeds.seed002_forward(x, gamma, beta, eps)
 
     def worst(a, b):
-        return max(max_rel_error(p, q) for p, q in zip(a, b))
+        return max(max_rel_error(p, q) for p, q in zip(a, b, strict=True))
 
     s002 = worst(seeds.seed002_backward(dy, seed_cache), ours)
     s001 = worst(seeds.seed001_backward(dy, seed_cache), ours)
