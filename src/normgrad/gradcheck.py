@@ -16,6 +16,10 @@ Two error measures are reported:
 - ``max_rel_error`` (pass/fail): ``max|a - n| / max(max|a|, max|n|)``, the error relative
   to the gradient's scale. It does not blow up on elements that are zero up to rounding,
   which batch norm's dx has plenty of (its sum over the batch is exactly zero).
+  An optional ``atol`` adds an absolute allowance, ``max|a - n| <= atol + rtol * scale``:
+  for gradients that are small *by cancellation* (batch norm with two values per channel,
+  where dx is O(eps / var)), the right yardstick is the size of the terms that cancel, which
+  the caller knows and passes as ``atol``.
 - ``rel_error``: the CS231n course's elementwise measure,
   ``max(|a - n| / max(1e-8, |a| + |n|))``, shown because learners know it.
 
@@ -40,6 +44,7 @@ __all__ = [
     "max_rel_error",
     "numerical_gradient",
     "rel_error",
+    "within",
 ]
 
 #: Default step and tolerance for float64 inputs. Central differences have truncation error
@@ -70,6 +75,16 @@ def max_rel_error(actual, expected) -> float:
     if not np.isfinite(diff):
         return float("inf")
     return float(diff / scale) if scale > 0 else 0.0
+
+
+def within(actual, expected, *, rtol: float, atol: float = 0.0) -> bool:
+    """``max|a - e| <= atol + rtol * max(max|a|, max|e|)``; NaN never passes."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if a.size == 0:
+        return True
+    diff = np.max(np.abs(a - e))
+    scale = max(np.max(np.abs(a)), np.max(np.abs(e)))
+    return bool(diff <= atol + rtol * scale)
 
 
 def _loss(f: Callable, inputs: Mapping[str, np.ndarray], dout: np.ndarray) -> float:
@@ -153,17 +168,19 @@ class GradcheckResult:
     rel_error: float
     rtol: float
     h: float
+    atol: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return self.max_rel_error <= self.rtol
+        return within(self.analytic, self.numeric, rtol=self.rtol, atol=self.atol)
 
     def report(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
         lines = [
             f"gradient wrt {self.name!r} ({self.mode}, {self.numeric.size} values): {verdict}",
-            f"  max_rel_error {self.max_rel_error:.3e} (tolerance {self.rtol:.1e}), "
-            f"course rel_error {self.rel_error:.3e}, h = {self.h:.1e}",
+            f"  max_rel_error {self.max_rel_error:.3e} (tolerance {self.rtol:.1e}"
+            + (f" + atol {self.atol:.1e}), " if self.atol else "), ")
+            + f"course rel_error {self.rel_error:.3e}, h = {self.h:.1e}",
         ]
         if not self.passed:
             lines += _mismatch_lines(self.numeric, self.analytic, ("numeric", "analytic"))
@@ -186,6 +203,7 @@ def check_gradients(
     *,
     h: float = DEFAULT_H,
     rtol: float = DEFAULT_RTOL,
+    atol: float | Mapping[str, float] = 0.0,
     mode: str = "auto",
     num_directions: int = 4,
     seed: int = 0,
@@ -200,6 +218,7 @@ def check_gradients(
         analytic: the gradients to check, by input name (None values are skipped).
         h: finite-difference step.
         rtol: largest ``max_rel_error`` that passes.
+        atol: absolute allowance added to ``rtol * scale`` (a number, or one per input name).
         mode: ``"full"`` (every element), ``"directional"`` (``num_directions`` random
             directions) or ``"auto"`` (full up to ``MAX_FULL_SIZE`` elements).
         seed: seeds the random directions.
@@ -243,6 +262,7 @@ def check_gradients(
                 rel_error(ana, numeric),
                 rtol,
                 h,
+                atol if not isinstance(atol, Mapping) else atol.get(name, 0.0),
             )
         )
     if raise_on_failure and not all(r.passed for r in results):
@@ -250,8 +270,8 @@ def check_gradients(
     return results
 
 
-def assert_close(actual, expected, *, rtol: float, name: str = "value") -> float:
-    """Assert two results agree to ``max_rel_error <= rtol``; return the error.
+def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, name: str = "value") -> float:
+    """Assert ``max|a - e| <= atol + rtol * scale`` (see :func:`within`); return max_rel_error.
 
     Used wherever two derivations (staged vs closed form, normgrad vs PyTorch) are compared,
     so every comparison in the project reports failures the same way.
@@ -264,10 +284,11 @@ def assert_close(actual, expected, *, rtol: float, name: str = "value") -> float
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} differs from expected {e.shape}")
     err = max_rel_error(a, e)
-    if not err <= rtol:
+    if not within(a, e, rtol=rtol, atol=atol):
         lines = [
-            f"{name}: max_rel_error {err:.3e} exceeds tolerance {rtol:.1e} "
-            f"(course rel_error {rel_error(a, e):.3e})",
+            f"{name}: max_rel_error {err:.3e} exceeds tolerance {rtol:.1e}"
+            + (f" + atol {atol:.1e} " if atol else " ")
+            + f"(course rel_error {rel_error(a, e):.3e})",
             *_mismatch_lines(e, a, ("expected", "actual")),
         ]
         raise AssertionError("\n".join(lines))

@@ -1,0 +1,126 @@
+"""Every op, layout and variance convention: staged == closed form == numerical gradient."""
+
+import numpy as np
+import pytest
+from _cases import Call, norm_calls
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from normgrad.gradcheck import assert_close, check_gradients
+
+
+def _dy(call: Call, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(call.x.shape).astype(call.x.dtype)
+
+
+def dx_scale(call: Call, cache, dy) -> float:
+    """The size of the terms dx is made of: ``max|dy * gamma| * max(inv_std)``.
+
+    dx is a difference of terms this large; with few values per group (M = 2, where the
+    output hardly depends on x) it is much smaller than they are, and its error is set by
+    them, not by dx. Tolerances on dx are relative to this scale.
+    """
+    g = 1.0 if call.gamma is None else float(np.max(np.abs(call.gamma)))
+    return float(np.max(np.abs(dy))) * g * float(np.max(cache.inv_std))
+
+
+@given(norm_calls())
+def test_staged_equals_closed_form(call: Call):
+    dy = _dy(call)
+    y, cache = call.forward()
+    closed = call.backward(dy, cache)
+    staged = call.staged(dy, cache)
+    scale = dx_scale(call, cache, dy)
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), staged, closed, strict=True):
+        atol = 1e-12 * scale if name == "dx" else 0.0
+        assert_close(a, b, rtol=1e-10, atol=atol, name=f"staged {name}")
+
+
+@given(norm_calls())
+def test_closed_form_equals_numerical_gradient(call: Call):
+    dy = _dy(call)
+    y, cache = call.forward()
+    std = np.sqrt(cache.var + cache.eps)
+    # Central differences are an oracle only where they are well conditioned: the step
+    # must be small against the normalization's length scale sqrt(var + eps), and rounding
+    # in x - mu grows with |x| / std. Groups whose values nearly coincide are left to the
+    # comparisons that need no finite differences (staged, PyTorch).
+    assume(np.min(std) >= 0.02 * np.max(np.abs(call.x)))
+    h = 1e-5 * float(np.min(std))
+    closed = call.backward(dy, cache)
+
+    def f(x, gamma, beta):
+        return call.forward(x, gamma, beta)[0]
+
+    inputs = {"x": call.x, "gamma": call.gamma, "beta": call.beta}
+    analytic = dict(zip(("x", "gamma", "beta"), closed, strict=True))
+    scale = dx_scale(call, cache, dy)
+    check_gradients(f, inputs, dy, analytic, h=h, rtol=1e-8, atol={"x": 1e-9 * scale})
+
+
+@given(norm_calls(affine=False))
+def test_no_affine_gives_none_gradients(call: Call):
+    y, cache = call.forward()
+    dx, dgamma, dbeta = call.backward(_dy(call), cache)
+    assert dgamma is None and dbeta is None
+    assert dx.shape == call.x.shape
+
+
+@given(norm_calls(affine=True), st.sampled_from([np.float32, np.float16]))
+def test_low_precision_matches_float64(call: Call, dtype):
+    """float32 and float16 results equal the float64 computation on the same data."""
+    low = Call(
+        call.op,
+        call.x.astype(dtype),
+        call.gamma.astype(dtype),
+        call.beta.astype(dtype),
+        {k: (v.astype(dtype) if isinstance(v, np.ndarray) else v) for k, v in call.kwargs.items()},
+        call.num_groups,
+    )
+    high = Call(
+        call.op,
+        low.x.astype(np.float64),
+        low.gamma.astype(np.float64),
+        low.beta.astype(np.float64),
+        {
+            k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v)
+            for k, v in low.kwargs.items()
+        },
+        call.num_groups,
+    )
+    dy = _dy(call).astype(dtype)
+    y_lo, c_lo = low.forward()
+    y_hi, c_hi = high.forward()
+    g_lo = low.backward(dy, c_lo)
+    g_hi = high.backward(dy.astype(np.float64), c_hi)
+    assert y_lo.dtype == dtype and g_lo[0].dtype == dtype
+    # float16 output is rounded to 11 significant bits; computation itself is float32.
+    tol = 1e-5 if dtype == np.float32 else 2.0**-9
+    assert_close(y_lo, y_hi, rtol=tol, name="y")
+    scale = dx_scale(high, c_hi, dy)
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), g_lo, g_hi, strict=True):
+        assert_close(a, b, rtol=tol * 10, atol=tol * scale if name == "dx" else 0.0, name=name)
+
+
+@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm"])
+def test_staged_steps_are_reported_in_seed_002_order(op):
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    call = Call(op, x, np.ones(2) if op != "layer_norm" else np.ones(3), None,
+                {}, 2 if op == "group_norm" else None)  # fmt: skip
+    y, cache = call.forward()
+    dx, dgamma, dbeta, steps = call.staged(np.ones_like(x), cache, return_steps=True)
+    assert [s.number for s in steps] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert steps[-1].grads["dx"] is not None
+    np.testing.assert_array_equal(steps[-1].grads["dx"].reshape(x.shape), dx)
+    meets = [s.number for s in steps if s.meets]
+    assert meets == [2, 0]  # the two places where gradients are added
+
+
+def test_eval_mode_staged_has_only_the_affine_path():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3))
+    y, cache = Call("batch_norm", x, np.ones(3), np.zeros(3),
+                    {"training": False, "running_mean": np.zeros(3), "running_var": np.ones(3)}
+                    ).forward()  # fmt: skip
+    *_, steps = Call("batch_norm", x, None, None).staged(np.ones_like(x), cache, return_steps=True)
+    assert [s.number for s in steps] == [9, 8, 7, 2, 0]
