@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from _cases import Call, norm_calls
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from _cases import Call, norm_calls
 from normgrad.gradcheck import assert_close, check_gradients
 
 
