@@ -1,0 +1,86 @@
+"""The three source write-ups against the library (seed 000's inconsistency included)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import normgrad as ng
+from normgrad import seeds
+from normgrad.gradcheck import assert_close, check_gradients, max_rel_error
+
+shapes = st.tuples(st.integers(3, 9), st.integers(1, 6))
+
+
+def _data(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 2 + 1
+    return (
+        x,
+        rng.standard_normal(shape[1]) + 1,
+        rng.standard_normal(shape[1]),
+        rng.standard_normal(shape),
+    )
+
+
+@given(shapes, st.integers(0, 10_000))
+def test_seed002_forward_and_staged_backward_equal_the_library(shape, seed):
+    x, gamma, beta, dy = _data(shape, seed)
+    out, seed_cache = seeds.seed002_forward(x, gamma, beta, 1e-5)
+    y, cache = ng.batch_norm_forward(x, gamma, beta)
+    assert_close(out, y, rtol=1e-14)
+    for a, b in zip(
+        seeds.seed002_backward(dy, seed_cache),
+        ng.batch_norm_backward_staged(dy, cache),
+        strict=True,
+    ):
+        assert_close(a, b, rtol=1e-12)
+
+
+@given(shapes, st.integers(0, 10_000))
+def test_seed001_closed_form_equals_the_library(shape, seed):
+    x, gamma, beta, dy = _data(shape, seed)
+    _, seed_cache = seeds.seed002_forward(x, gamma, beta, 1e-5)
+    _, cache = ng.batch_norm_forward(x, gamma, beta)
+    for a, b in zip(
+        seeds.seed001_backward(dy, seed_cache), ng.batch_norm_backward(dy, cache), strict=True
+    ):
+        assert_close(a, b, rtol=1e-12)
+
+
+@given(shapes, st.integers(0, 10_000))
+def test_seed000_formula_is_the_bessel_gradient_not_the_biased_one(shape, seed):
+    """Seed 000 derives with the biased variance but its final formula carries n/(n-1):
+    it is exactly the gradient of the Bessel-corrected batch norm, and not of the biased one."""
+    x, gamma, beta, dy = _data(shape, seed)
+    eps = 1e-5
+    dx_bessel_formula = seeds.seed000_backward(dy, x, gamma, eps, variance="bessel")[0]
+    dx_biased_formula = seeds.seed000_backward(dy, x, gamma, eps, variance="biased")[0]
+
+    _, c_bessel = ng.batch_norm_forward(x, gamma, beta, eps=eps, bessel=True)
+    _, c_biased = ng.batch_norm_forward(x, gamma, beta, eps=eps)
+    assert_close(dx_bessel_formula, ng.batch_norm_backward(dy, c_bessel)[0], rtol=1e-12)
+    assert max_rel_error(dx_biased_formula, ng.batch_norm_backward(dy, c_biased)[0]) > 1e-3
+
+
+def test_seed000_formula_against_numerical_gradients_on_its_own_example():
+    """DESIGN.md's check, float64 N=7 D=5: the Bessel reading matches central differences,
+    the biased reading is off by about a tenth."""
+    x, gamma, beta, dy = _data((7, 5), 0)
+
+    def bn(x, bessel):
+        return ng.batch_norm_forward(x, gamma, beta, bessel=bessel)[0]
+
+    dx = seeds.seed000_backward(dy, x, gamma, 1e-5, variance="bessel")[0]
+    check_gradients(lambda x: bn(x, True), {"x": x}, dy, {"x": dx}, rtol=1e-8)
+    dx_biased = seeds.seed000_backward(dy, x, gamma, 1e-5, variance="biased")[0]
+    results = check_gradients(
+        lambda x: bn(x, False), {"x": x}, dy, {"x": dx_biased}, raise_on_failure=False
+    )
+    assert results[0].max_rel_error > 0.01
+
+
+def test_seed000_rejects_unknown_variance():
+    x, gamma, _, dy = _data((4, 2), 0)
+    with pytest.raises(ValueError, match="variance"):
+        seeds.seed000_backward(dy, x, gamma, 1e-5, variance="unbiased")
