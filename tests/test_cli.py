@@ -1,0 +1,62 @@
+"""The command line: `normgrad verify` and friends."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from normgrad import cli, verify
+
+
+def test_verify_passes_and_prints_every_section(capsys):
+    assert cli.main(["verify"]) == 0
+    out = capsys.readouterr().out
+    for text in ("[ops]", "[seeds]", "[precision]", "group_norm", "instance_norm", "(N, H, W, C)"):
+        assert text in out
+    assert "0 failed" in out
+    assert "seed 000 final formula, biased variance" in out
+
+
+def test_verify_exits_nonzero_when_a_check_fails(capsys, monkeypatch):
+    monkeypatch.setattr(verify, "TOL_NUMERIC", 1e-30)  # no numerical gradient is that exact
+    assert cli.main(["verify", "--no-torch"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "0 failed" not in out
+
+
+def test_verify_json(tmp_path, capsys):
+    path = tmp_path / "v.json"
+    assert cli.main(["verify", "--no-torch", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert rows and all(r["passed"] for r in rows)
+    assert {"staged", "numeric"} <= set(rows[0]["errors"])
+
+
+def test_verify_json_into_a_missing_directory_is_a_clean_error(tmp_path, capsys):
+    code = cli.main(["verify", "--no-torch", "--json", str(tmp_path / "no" / "such.json")])
+    assert code == 2
+    assert "cannot write --json" in capsys.readouterr().err
+
+
+def test_help_and_version():
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    assert cli.main([]) == 2
+
+
+def test_entry_point_runs_as_a_module():
+    out = subprocess.run(
+        [sys.executable, "-m", "normgrad", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("normgrad ")
+
+
+def test_core_imports_nothing_optional():
+    code = (
+        "import sys, normgrad, normgrad.cs231n, normgrad.gradcheck, normgrad.seeds; "
+        "optional = ('torch', 'numba', 'mpi4py', 'matplotlib', 'hypothesis', 'normgrad.cli'); "
+        "bad = [m for m in optional if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
