@@ -70,6 +70,17 @@ def _affine_params(layout: NormLayout, gamma, beta, what: str):
     return gamma, beta
 
 
+def _normalize_with_own_stats(layout, x, gamma, beta, *, eps, bessel, what, at_least_two):
+    """Layer, group and instance norm: validate the rest, then normalize with the input's
+    own statistics (they have no running statistics and no eval mode)."""
+    gamma, beta = _affine_params(layout, gamma, beta, what)
+    bessel = _check_bessel(bessel)
+    eps = v.check_eps(eps)
+    _require_values(layout, at_least_two=at_least_two, bessel=bessel)
+    y, cache, _ = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    return y, cache
+
+
 # --------------------------------------------------------------------------- batch norm
 
 
@@ -193,13 +204,10 @@ def layer_norm_forward(
     x = v.as_float_array("x", x)
     k = v.check_positive_int("normalized_ndim", normalized_ndim)
     v.check_min_ndim("x", x, k, f"(..., *normalized) with at least normalized_ndim={k} dims")
-    layout = layer_norm_layout(x.shape, k)
-    gamma, beta = _affine_params(layout, gamma, beta, f"the last {k} dims of x")
-    bessel = _check_bessel(bessel)
-    eps = v.check_eps(eps)
-    _require_values(layout, at_least_two=False, bessel=bessel)
-    y, cache, _ = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
-    return y, cache
+    return _normalize_with_own_stats(
+        layer_norm_layout(x.shape, k), x, gamma, beta, eps=eps, bessel=bessel,
+        what=f"the last {k} dims of x", at_least_two=False,
+    )  # fmt: skip
 
 
 def layer_norm_backward(dy, cache: NormCache) -> Grads:
@@ -237,13 +245,10 @@ def group_norm_forward(
             f"num_groups={g} must divide the number of channels C={c} (x.shape[1], "
             f"x of shape {x.shape})"
         )
-    layout = group_norm_layout(x.shape, g)
-    gamma, beta = _affine_params(layout, gamma, beta, "one value per channel, x.shape[1]")
-    bessel = _check_bessel(bessel)
-    eps = v.check_eps(eps)
-    _require_values(layout, at_least_two=False, bessel=bessel)
-    y, cache, _ = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
-    return y, cache
+    return _normalize_with_own_stats(
+        group_norm_layout(x.shape, g), x, gamma, beta, eps=eps, bessel=bessel,
+        what="one value per channel, x.shape[1]", at_least_two=False,
+    )  # fmt: skip
 
 
 def group_norm_backward(dy, cache: NormCache) -> Grads:
@@ -275,13 +280,11 @@ def instance_norm_forward(
     """
     x = v.as_float_array("x", x)
     v.check_min_ndim("x", x, 3, "(N, C, *spatial) with at least one spatial dimension")
-    layout = instance_norm_layout(x.shape)
-    gamma, beta = _affine_params(layout, gamma, beta, "one value per channel, x.shape[1]")
-    bessel = _check_bessel(bessel)
-    eps = v.check_eps(eps)
-    _require_values(layout, at_least_two=True, bessel=bessel)
-    y, cache, _ = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
-    return y, cache
+    # PyTorch, too, refuses one spatial element per (sample, channel).
+    return _normalize_with_own_stats(
+        instance_norm_layout(x.shape), x, gamma, beta, eps=eps, bessel=bessel,
+        what="one value per channel, x.shape[1]", at_least_two=True,
+    )  # fmt: skip
 
 
 def instance_norm_backward(dy, cache: NormCache) -> Grads:
