@@ -47,8 +47,106 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class UsageError(Exception):
+    """Bad input on the command line: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: expected positive integers separated by commas, e.g. 4,3"
+        ) from None
+    if not shape or any(n < 1 for n in shape):
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: every dimension must be a positive integer"
+        )
+    return shape
+
+
+def _example(args: argparse.Namespace):
+    from normgrad.learn.examples import make_example
+
+    try:
+        return make_example(
+            args.op, args.shape, seed=args.seed, num_groups=args.groups, bessel=args.bessel
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from normgrad.learn.explain import explain
+
+    text = explain(_example(args))
+    print(text)
+    return 0 if text.rstrip().endswith("All four agree.") else 1
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from normgrad.learn import graph
+
+    try:
+        fmt = graph.infer_format(args.out, args.format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    example = _example(args)
+    try:
+        path = graph.draw_example(example, args.out, fmt)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    except graph.RenderError as exc:
+        print(f"normgrad graph: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from normgrad.learn import grader
+
+    try:
+        path, name = grader.parse_target(args.target)
+        rows = grader.grade(path, name)
+    except grader.UsageError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _write_text(args.json, grader.rows_to_json(rows), "--json")
+    print(grader.format_rows(rows))
+    return 1 if any(not r.passed for r in rows) else 0
+
+
+def _write_text(path: str, text: str, what: str) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} {path}: {exc.strerror}") from None
+
+
+def _add_example_args(p: argparse.ArgumentParser) -> None:
+    from normgrad.learn.examples import DEFAULT_SHAPES, OPS
+
+    defaults = ", ".join(f"{op} {','.join(map(str, s))}" for op, s in DEFAULT_SHAPES.items())
+    p.add_argument("--op", choices=OPS, default="batch_norm", help="which normalization")
+    p.add_argument("--shape", type=_parse_shape, help=f"input shape, e.g. 4,3 ({defaults})")
+    p.add_argument("--seed", type=int, default=0, help="seed for x, gamma, beta, dout (default 0)")
+    p.add_argument("--groups", type=int, help="number of groups for group_norm (default 2)")
+    p.add_argument("--bessel", action="store_true", help="Bessel-corrected variance (/ (M-1))")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="normgrad",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,6 +170,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparisons")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "explain",
+        help="walk the backward pass step by step on a small example",
+        description=(
+            "Print the backward pass of a normalization on a small seeded example, one\n"
+            "graph node at a time in seed 002's numbering (9 down to 0): the node, its local\n"
+            "derivative, the gradient it passes down, where two gradients meet and are\n"
+            "added; then the closed form and a check that the staged, closed-form, automatic\n"
+            "and numerical gradients agree. --bessel shows where n/(n-1) comes from."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_example_args(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "graph",
+        help="draw the computational graph with values and gradients (SVG, PNG or DOT)",
+        description=(
+            "Draw the computational graph of a normalization as the autodiff engine builds\n"
+            "it: one node per primitive with its step number, shape, value and gradient\n"
+            "(after a backward pass with a seeded dout); the nodes where gradients meet and\n"
+            "are summed are orange. SVG and PNG need Graphviz's dot program\n"
+            "(apt-get install graphviz); without it the .dot file is written instead.\n"
+            "Needs: pip install 'normgrad[graph]'."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_example_args(p)
+    p.add_argument("--out", required=True, help="output file (.svg, .png or .dot)")
+    p.add_argument("--format", choices=("svg", "png", "dot"), help="default: from --out")
+    p.set_defaults(func=_cmd_graph)
+
+    p = sub.add_parser(
+        "check",
+        help="grade a learner's batchnorm_*/layernorm_*/spatial_* functions",
+        description=(
+            "Import FILE.py (a learner's layers.py in the CS231n API) and grade every\n"
+            "normalization function it defines, or just NAME with FILE.py:NAME: forwards\n"
+            "against the reference, backwards through the learner's own forward, over\n"
+            "several shapes, seeds, eps values and edge cases. Wrong results are matched\n"
+            "against known mistakes (Bessel's n/(n-1) where the biased gradient is due,\n"
+            "missing mean or variance path, unsummed dgamma/dbeta, eps outside the square\n"
+            "root, a flipped sign, the two gradients into x not added). Exits 1 if any\n"
+            "check fails, 2 if FILE cannot be graded."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="FILE.py[:NAME]", help="the learner's module")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 
@@ -83,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"normgrad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0

@@ -108,7 +108,9 @@ def explain(ex: Example) -> str:
     reduce = _reduce_words(ex, cache)
     fmt = {"R": reduce, "M": str(m)}
     variance = "Bessel-corrected (/ (M - 1))" if ex.bessel else "biased (/ M)"
-    groups = f", {ex.num_groups} groups" if ex.num_groups else ""
+    groups = ""
+    if ex.num_groups:
+        groups = f", {ex.num_groups} group{'s' if ex.num_groups != 1 else ''}"
     out: list[str] = []
     title = f"{TITLES[ex.op]} backward, step by step (seed 002's graph)"
     out += [title, "=" * len(title)]

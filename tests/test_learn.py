@@ -1,0 +1,275 @@
+"""explain, graph and the grader (normgrad.learn) and their command lines."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normgrad import cli
+from normgrad.learn import grader
+from normgrad.learn.examples import make_example
+from normgrad.learn.explain import explain
+from normgrad.learn.graph import build_graph, draw_example
+
+LEARNERS = Path(__file__).parent / "learners"
+TEMPLATE = (LEARNERS / "template.py").read_text()
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def test_explain_is_stable_and_its_numbers_are_the_librarys():
+    ex = make_example("batch_norm", seed=3)
+    text = explain(ex)
+    assert text == explain(make_example("batch_norm", seed=3))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    steps = [int(m) for m in re.findall(r"^step (\d)  ", text, flags=re.M)]
+    assert steps == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    import normgrad as ng
+
+    _, cache = ex.forward()
+    dx, dgamma, dbeta, stages = ng.batch_norm_backward_staged(ex.dout, cache, return_steps=True)
+    from normgrad.learn.explain import _array
+
+    assert _array(dx) in text and _array(dgamma) in text and _array(dbeta) in text
+    assert _array(stages[4].grads["dvar"]) in text  # an intermediate, from step 5
+    assert "dxmu = dxmu1 + dxmu2" in text and "dx = dx1 + dx2" in text
+    assert text.rstrip().endswith("All four agree.")
+
+
+@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm"])
+def test_explain_every_op_and_bessel(op):
+    text = explain(make_example(op, bessel=True))
+    assert "n/(n-1)" in text and "var = sum(sq) / (M - 1)" in text
+    assert text.rstrip().endswith("All four agree.")
+
+
+def test_explain_cli(capsys):
+    assert cli.main(["explain", "--shape", "5,2", "--seed", "1"]) == 0
+    assert "x has shape (5, 2)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def test_graph_dot_has_the_nodes_steps_and_meeting_points(tmp_path):
+    path = draw_example(make_example("batch_norm"), tmp_path / "bn.dot")
+    dot = path.read_text()
+    for name, step in [("mu", 1), ("xmu", 2), ("sq", 3), ("var", 4), ("sqrtvar", 5),
+                       ("ivar", 6), ("xhat", 7), ("gammax", 8), ("out", 9)]:  # fmt: skip
+        assert f"{name}   (step {step})" in dot
+    assert dot.count("2 gradients meet here and are summed") == 2  # x and xmu
+    assert "grad  " in dot and "value " in dot and "shape (4, 3)" in dot
+    assert dot.startswith("digraph")
+
+
+def test_graph_edges_point_forward():
+    ex = make_example("layer_norm")
+    out, *_ = ex.autodiff()
+    dot = build_graph(out).source
+    order = out.topological_order()
+    assert dot.count("->") == sum(len(n.parents) for n in order)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program not installed")
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_graph_renders_with_dot(tmp_path, fmt):
+    assert cli.main(["graph", "--op", "group_norm", "--out", str(tmp_path / f"g.{fmt}")]) == 0
+    data = (tmp_path / f"g.{fmt}").read_bytes()
+    assert data.startswith(b"\x89PNG") if fmt == "png" else b"<svg" in data
+
+
+def test_graph_without_dot_writes_the_dot_file_and_says_how(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert cli.main(["graph", "--out", str(tmp_path / "bn.svg")]) == 1
+    err = capsys.readouterr().err
+    assert (tmp_path / "bn.dot").read_text().startswith("digraph")
+    assert "dot -Tsvg" in err and "apt-get install graphviz" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["graph", "--op", "softmax", "--out", "x.svg"], "invalid choice: 'softmax'"),
+        (["graph", "--shape", "0,3", "--out", "x.svg"], "invalid shape '0,3'"),
+        (["graph", "--shape", "4,x", "--out", "x.svg"], "invalid shape '4,x'"),
+        (["graph", "--out", "/no/such/dir/x.svg"], "the output directory '/no/such/dir'"),
+        (["graph", "--out", "x.gif"], "cannot tell the format"),
+        (["explain", "--shape", "1,3"], "Expected more than 1 value per channel"),
+        (["explain", "--op", "group_norm", "--shape", "2,3,2", "--groups", "2"], "must divide"),
+        (["check", "/no/such/file.py"], "no such file"),
+        (["check", "learner.py:"], "malformed target"),
+        (["check", "learner.py:softmax_loss"], "not a function the grader knows"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        code = cli.main(argv)
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- grader
+
+
+def _learner(tmp_path, body: str, name="learner.py") -> Path:
+    src = re.sub(
+        r"# BACKWARD\n.*?# END", "# BACKWARD\n    " + body + "\n    # END", TEMPLATE, flags=re.S
+    )
+    path = tmp_path / name
+    path.write_text(src)
+    return path
+
+
+def test_the_reference_passes_everything(tmp_path):
+    path = tmp_path / "reference.py"
+    path.write_text("from normgrad.cs231n import *  # noqa: F403\n")
+    rows = grader.grade(path)
+    assert rows and all(r.passed for r in rows)
+    assert {r.function for r in rows} == set(grader.GRADABLE)
+
+
+def test_seeds_001_and_002_pass():
+    rows = grader.grade(LEARNERS / "seeds_001_002.py")
+    assert {r.function for r in rows} == {
+        "batchnorm_forward",
+        "batchnorm_backward",
+        "batchnorm_backward_alt",
+    }
+    assert all(r.passed for r in rows), grader.format_rows(rows)
+
+
+def test_the_template_learner_passes(tmp_path):
+    assert all(r.passed for r in grader.grade(LEARNERS / "template.py"))
+
+
+def _closed(sign_mean="-", sign_var="-", factor=""):
+    return (
+        f"dx = ivar / N * (N * dxhat {sign_mean} dxhat.sum(axis=0) "
+        f"{sign_var} {factor}xhat * (dxhat * xhat).sum(axis=0))"
+    )
+
+
+MISTAKE_BODIES = {
+    # seed 000's final formula on the biased forward
+    "bessel": _closed(factor="N / (N - 1) * "),
+    "no_mean_path": "dx = ivar * (dxhat - xhat * (dxhat * xhat).sum(axis=0) / N)",
+    "no_variance_path": "dx = ivar * (dxhat - dxhat.sum(axis=0) / N)",
+    "params_not_summed": _closed() + "; dgamma = dout * xhat; dbeta = dout",
+    "eps_outside_sqrt": "r = 1 / (np.sqrt(var) + eps); xh = xmu * r; dxh = dout * gamma; "
+    "dgamma = (dout * xh).sum(axis=0); "
+    "dx = r / N * (N * dxh - dxh.sum(axis=0) - xh * (dxh * xh).sum(axis=0))",
+    "sign_flipped": _closed(sign_var="+"),
+    "x_grads_not_added": "dx1 = ivar * (dxhat - xhat * (dxhat * xhat).sum(axis=0) / N); "
+    "dx = np.broadcast_to(-dx1.sum(axis=0) / N, dx1.shape)",
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKE_BODIES))
+def test_each_mistake_fails_and_is_named(tmp_path, mistake):
+    rows = grader.grade(_learner(tmp_path, MISTAKE_BODIES[mistake]), "batchnorm_backward")
+    failed = [r for r in rows if not r.passed]
+    assert failed, f"{mistake} passed the grader"
+    assert {r.mistake for r in failed} == {mistake}, grader.format_rows(rows)
+    assert grader.format_rows(rows).count("looks like") >= 1
+
+
+def test_mistakes_are_recognised_in_layer_norm_too(tmp_path):
+    path = tmp_path / "ln.py"
+    path.write_text(
+        "import numpy as np\n"
+        "from normgrad.cs231n import layernorm_forward\n"
+        "def layernorm_backward(dout, cache):\n"
+        "    xhat, r, g = cache.xhat, cache.inv_std, cache.gamma\n"
+        "    D = dout.shape[1]\n"
+        "    dxhat = dout * g\n"
+        "    dx = r * (dxhat - dxhat.mean(axis=1, keepdims=True))  # variance path forgotten\n"
+        "    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)\n"
+    )
+    failed = [r for r in grader.grade(path) if not r.passed]
+    assert failed and {r.mistake for r in failed if r.output == "dx"} == {"no_variance_path"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "raise ValueError('not done yet')",
+            "batchnorm_backward raised ValueError: not done yet (at learner.py:",
+        ),
+        ("dx = dxhat * np.nan", "dx contains NaN"),
+        ("dx = dxhat.T", "dx has shape (5, 4), expected (4, 5)"),
+        ("return dxhat", "batchnorm_backward returned a ndarray; expected (dx, dgamma, dbeta)"),
+    ],
+)
+def test_broken_learner_functions_get_one_clear_line(tmp_path, body, message, capsys):
+    path = _learner(tmp_path, body)
+    code = cli.main(["check", f"{path}:batchnorm_backward"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert message in out, out
+    assert "Traceback" not in out
+
+
+def test_import_failures_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import numpy as np\nx = 1 / 0\n")
+    assert cli.main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "failed to import: ZeroDivisionError: division by zero (at bad.py:2" in err
+    assert len(err.splitlines()) == 1
+    bad.write_text("def batchnorm_forward(:\n")
+    assert cli.main(["check", str(bad)]) == 2
+    assert "does not parse" in capsys.readouterr().err
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    assert cli.main(["check", str(empty)]) == 2
+    assert "defines none of the functions" in capsys.readouterr().err
+
+
+def test_backward_without_its_forward_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "only_backward.py"
+    path.write_text("def batchnorm_backward(dout, cache):\n    return dout, None, None\n")
+    assert cli.main(["check", f"{path}:batchnorm_backward"]) == 2
+    assert "graded through the learner's batchnorm_forward" in capsys.readouterr().err
+
+
+def test_check_json_for_autograders(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    path = _learner(tmp_path, MISTAKE_BODIES["bessel"])
+    assert cli.main(["check", str(path), "--json", str(out)]) == 1
+    rows = json.loads(out.read_text())
+    assert {"function", "case", "output", "error", "passed", "diagnosis", "mistake"} <= set(rows[0])
+    assert any(r["mistake"] == "bessel" for r in rows)
+    assert all(r["passed"] for r in rows if r["function"] == "batchnorm_forward")
+
+
+def test_forward_mistakes_are_named(tmp_path):
+    src = TEMPLATE.replace("var = (xmu**2).mean(axis=0)", "var = (xmu**2).sum(axis=0) / (N - 1)")
+    path = tmp_path / "fwd.py"
+    path.write_text(src)
+    rows = grader.grade(path, "batchnorm_forward")
+    assert {r.mistake for r in rows if not r.passed and r.output == "out"} == {"bessel_forward"}
+    src = TEMPLATE.replace(
+        "running_mean = momentum * running_mean + (1 - momentum) * mu",
+        "running_mean = (1 - momentum) * running_mean + momentum * mu",
+    ).replace(
+        "running_var = momentum * running_var + (1 - momentum) * var",
+        "running_var = (1 - momentum) * running_var + momentum * var",
+    )
+    path.write_text(src)
+    rows = grader.grade(path, "batchnorm_forward")
+    assert {r.mistake for r in rows if not r.passed} == {"momentum_reversed"}
+
+
+def test_grading_does_not_depend_on_the_learner_modifying_inputs(tmp_path):
+    """A learner that scribbles over x or dout gets its own copies, not the reference's."""
+    body = _closed() + "; dout *= 0"
+    rows = grader.grade(_learner(tmp_path, body), "batchnorm_backward")
+    assert all(r.passed for r in rows if r.output == "dx")
+    assert np.isfinite([r.error for r in rows if r.error is not None]).all()
