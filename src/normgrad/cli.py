@@ -101,9 +101,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     example = _example(args)
     try:
         path = graph.draw_example(example, args.out, fmt)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    except ImportError as exc:
+    except (FileNotFoundError, ImportError) as exc:  # no such directory; no graphviz package
         raise UsageError(str(exc)) from None
     except graph.RenderError as exc:
         print(f"normgrad graph: {exc}", file=sys.stderr)

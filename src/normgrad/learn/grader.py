@@ -297,6 +297,14 @@ def _unpack(value, names: tuple[str, ...], fn_name: str):
     return value
 
 
+def _run_forward(fam: Family, fn, path: Path, case: Case, inp: Inputs, param: dict):
+    """The learner's ``(out, cache)`` on a copy of x; LearnerFailed if unusable."""
+    x = inp.x.copy()  # the learner may scribble over its input
+    result = _call(fam.call_forward, fam.forward, path, fn, x, inp.gamma, inp.beta, case, param)
+    out, cache = _unpack(result, ("out", "cache"), fam.forward)
+    return _check_array("out", out, inp.x.shape), cache
+
+
 def _diagnose(actual: dict[str, np.ndarray], variants: dict[str, list]) -> tuple[str, str]:
     """Name the known mistake whose outputs match ``actual`` best, if one matches."""
     best = (np.inf, "")
@@ -364,32 +372,17 @@ def grade_forward(fam: Family, fn, path: Path, case: Case) -> tuple[list[Row], o
         param |= {"momentum": 0.9, "running_mean": inp.running_mean.copy()}
         param["running_var"] = inp.running_var.copy()
     try:
-        result = _unpack(
-            _call(
-                fam.call_forward, fam.forward, path, fn, x.copy(), inp.gamma, inp.beta, case, param
-            ),
-            ("out", "cache"),
-            fam.forward,
-        )
-        out = _check_array("out", result[0], x.shape)
+        out, cache = _run_forward(fam, fn, path, case, inp, param)
     except LearnerFailed as exc:
         return [Row(fam.forward, case.name, "out", None, False, str(exc))], None
-    y, _cache, mom = normalize_forward(x, inp.gamma, inp.beta, layout, eps=case.eps)
-    rows = _grade_values(
-        fam.forward,
-        case,
-        {"out": out},
-        {"out": y},
-        {
-            k: [{"out": v} for v in vs]
-            for k, vs in mistakes.forward_variants(layout, x, inp.gamma, inp.beta, case.eps).items()
-        },
-        {},
-    )
+    y, _, mom = normalize_forward(x, inp.gamma, inp.beta, layout, eps=case.eps)
+    variants = mistakes.forward_variants(layout, x, inp.gamma, inp.beta, case.eps)
+    variants = {name: [{"out": v} for v in outs] for name, outs in variants.items()}
+    rows = _grade_values(fam.forward, case, {"out": out}, {"out": y}, variants, {})
     if fam.has_running_stats:
         rows += _grade_running(fam, case, param, inp, mom)
         rows += _grade_test_mode(fam, fn, path, case, inp, layout)
-    return rows, result[1]
+    return rows, cache
 
 
 def _grade_running(fam, case, param, inp: Inputs, mom) -> list[Row]:
@@ -423,22 +416,14 @@ def _grade_running(fam, case, param, inp: Inputs, mom) -> list[Row]:
 
 
 def _grade_test_mode(fam, fn, path, case, inp: Inputs, layout) -> list[Row]:
-    x = inp.x
     param = {"mode": "test", "eps": case.eps, "running_mean": inp.running_mean.copy()}
     param["running_var"] = inp.running_var.copy()
     try:
-        result = _unpack(
-            _call(
-                fam.call_forward, fam.forward, path, fn, x.copy(), inp.gamma, inp.beta, case, param
-            ),
-            ("out", "cache"),
-            fam.forward,
-        )
-        out = _check_array("out", result[0], x.shape)
+        out, _ = _run_forward(fam, fn, path, case, inp, param)
     except LearnerFailed as exc:
         return [Row(fam.forward, case.name, "out (test)", None, False, str(exc))]
     y, _, _ = normalize_forward(
-        x, inp.gamma, inp.beta, layout, eps=case.eps, stats=(inp.running_mean, inp.running_var)
+        inp.x, inp.gamma, inp.beta, layout, eps=case.eps, stats=(inp.running_mean, inp.running_var)
     )
     return _grade_values(fam.forward, case, {"out (test)": out}, {"out (test)": y}, {}, {})
 
