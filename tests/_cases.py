@@ -137,3 +137,30 @@ def _count(call: Call) -> int:
     if call.op == "group_norm":
         return x.size // (x.shape[0] * call.num_groups)
     return math.prod(x.shape[2:])
+
+
+def error_scales(x, gamma, dy, cache) -> dict[str, float]:
+    """Absolute error yardsticks for y and the gradients, from forward error analysis.
+
+    Every implementation's rounding obeys these, whatever its order of operations:
+
+    - ``cond``: x - mean cancels, so xhat carries an error of ~u * |x| * inv_std (u the
+      unit roundoff); 1 for well-spread data, large when a group's values nearly coincide.
+    - ``y``: gamma * xhat, so ~|gamma| * cond.
+    - ``dx``: a difference of terms of size |dy * gamma| * inv_std, which cancel to
+      O(eps / var) with two values per group.
+    - ``dgamma``, ``dbeta``: sums of terms |dy * xhat| and |dy|, which may cancel.
+
+    Multiply by a relative tolerance to get an ``atol``.
+    """
+    g = 1.0 if gamma is None else float(np.max(np.abs(gamma)))
+    inv_std = float(np.max(cache.inv_std))
+    cond = max(1.0, (float(np.max(np.abs(x))) + float(np.max(np.abs(cache.mean)))) * inv_std)
+    dy_max, dy_sum = float(np.max(np.abs(dy))), float(np.sum(np.abs(dy)))
+    return {
+        "cond": cond,
+        "y": g * cond,
+        "dx": dy_max * g * inv_std * cond,
+        "dgamma": dy_sum * cond,
+        "dbeta": dy_sum,
+    }

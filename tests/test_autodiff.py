@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _cases import Call, norm_calls
+from _cases import Call, error_scales, norm_calls
 from normgrad.autodiff import Tensor, normalize, unbroadcast
 from normgrad.gradcheck import assert_close, check_gradients
 
@@ -120,13 +120,10 @@ def test_autodiff_norms_equal_closed_form_and_staged(call: Call):
     y, _ = call.forward()
     closed = call.backward(dy, cache)
     staged = call.staged(dy, cache)
-    # Relative to the size of the terms dx is a difference of (see test_gradients.dx_scale).
-    g = 1.0 if call.gamma is None else float(np.max(np.abs(call.gamma)))
-    cond = max(1.0, float(np.max(np.abs(call.x))) * float(np.max(cache.inv_std)))
-    scale = float(np.max(np.abs(dy))) * g * float(np.max(cache.inv_std)) * cond
-    assert_close(y_auto, y, rtol=1e-10, atol=1e-12 * g * cond)
+    scales = error_scales(call.x, call.gamma, dy, cache)
+    assert_close(y_auto, y, rtol=1e-10, atol=1e-12 * scales["y"])
     for name, a, c, s in zip(("dx", "dgamma", "dbeta"), grads_auto, closed, staged, strict=True):
-        atol = 1e-12 * scale if name == "dx" else 1e-12 * float(np.sum(np.abs(dy))) * cond
+        atol = 1e-12 * scales[name]
         assert_close(a, c, rtol=1e-10, atol=atol, name=f"autodiff vs closed {name}")
         assert_close(a, s, rtol=1e-10, atol=atol, name=f"autodiff vs staged {name}")
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from _cases import Call, norm_calls
+from _cases import Call, error_scales, norm_calls
 from normgrad.gradcheck import assert_close
 
 torch = pytest.importorskip("torch")
@@ -22,23 +22,10 @@ def _compare(call: Call, dtype, seed=3):
     grads = call.backward(dy, cache)
     ref = reference(call.op, call.x, call.gamma, call.beta, dy, **call.reference_kwargs())
     tol = TOL[dtype]
-    # Forward error bounds, which any implementation's rounding obeys:
-    # - x - mu cancels, so xhat carries an error of ~tol * |x| * inv_std; ``cond`` is that
-    #   factor (1 for well-spread data; large when a group's values nearly coincide, as
-    #   with one value per group, where xhat is exactly 0 here and rounding noise in torch);
-    # - dx is a difference of terms of size |dy * gamma| * inv_std, which cancel to
-    #   O(eps / var) with two values per group;
-    # - dgamma and dbeta are sums of terms |dy * xhat| and |dy|, which may cancel too.
-    g = 1.0 if call.gamma is None else float(np.max(np.abs(call.gamma)))
-    inv_std = float(np.max(cache.inv_std))
-    cond = max(1.0, float(np.max(np.abs(call.x))) * inv_std)
-    dx_scale = float(np.max(np.abs(dy))) * g * inv_std
-    sum_scale = float(np.sum(np.abs(dy)))
-    assert_close(y, ref[0], rtol=tol, atol=tol * g * cond, name="y")
-    atols = (tol * dx_scale * cond, tol * sum_scale * cond, tol * sum_scale)
-    for name, ours, theirs, atol in zip(
-        ("dx", "dgamma", "dbeta"), grads, ref[1:], atols, strict=True
-    ):
+    scales = error_scales(call.x, call.gamma, dy, cache)
+    assert_close(y, ref[0], rtol=tol, atol=tol * scales["y"], name="y")
+    for name, ours, theirs in zip(("dx", "dgamma", "dbeta"), grads, ref[1:], strict=True):
+        atol = tol * scales[name]
         assert_close(ours, theirs, rtol=tol, atol=atol, name=name)
 
 
