@@ -1,0 +1,75 @@
+"""Optimizers: SGD with momentum, and Adam. They update a model's parameters in place.
+
+Both keep their state per parameter name, so ``state_dict()`` is a flat dict of arrays
+that a checkpoint can store and ``load_state_dict()`` can restore exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, model, lr: float):
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive; got {lr}")
+        self.model, self.lr = model, lr
+        self.state: dict[str, np.ndarray] = {}
+
+    def step(self) -> None:
+        params, grads = self.model.parameters(), self.model.gradients()
+        for name, p in params.items():
+            self._update(name, p, grads[name])
+
+    def _update(self, name, p, g) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v, copy=True) for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.state = {k: np.array(v, copy=True) for k, v in state.items()}
+
+
+class SGD(Optimizer):
+    """``v = momentum * v - lr * g; p += v`` (plain SGD when momentum is 0)."""
+
+    def __init__(self, model, lr: float = 1e-2, momentum: float = 0.0):
+        super().__init__(model, lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+        self.momentum = momentum
+
+    def _update(self, name, p, g):
+        if self.momentum == 0.0:
+            p -= self.lr * g
+            return
+        v = self.state.setdefault(f"{name}.velocity", np.zeros_like(p))
+        v *= self.momentum
+        v -= self.lr * g
+        p += v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction."""
+
+    def __init__(self, model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(model, lr)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def step(self) -> None:
+        t = self.state.setdefault("t", np.zeros((), dtype=np.int64))
+        t += 1
+        super().step()
+
+    def _update(self, name, p, g):
+        m = self.state.setdefault(f"{name}.m", np.zeros_like(p))
+        v = self.state.setdefault(f"{name}.v", np.zeros_like(p))
+        t = int(self.state["t"])
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        m_hat = m / (1 - self.beta1**t)
+        v_hat = v / (1 - self.beta2**t)
+        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
