@@ -354,7 +354,8 @@ class FullyConnectedNet(Sequential):
 
     Args:
         input_dim, hidden_dims, num_classes: layer sizes.
-        normalization: None, ``"batchnorm"`` or ``"layernorm"`` (before each activation).
+        normalization: None, ``"batchnorm"``, ``"layernorm"`` or ``"groupnorm"`` (with
+            ``num_groups`` groups of features), before each activation.
         activation: ``"relu"`` or ``"sigmoid"``.
         weight_scale: the std of the Gaussian weights, or ``"he"``, ``"xavier"``, ...
         seed: seeds the weights.
@@ -373,10 +374,12 @@ class FullyConnectedNet(Sequential):
         weight_scale=1e-2,
         seed: int = 0,
         dtype=np.float64,
+        num_groups: int = 4,
     ):
-        if normalization not in (None, "batchnorm", "layernorm"):
+        if normalization not in (None, "batchnorm", "layernorm", "groupnorm"):
             raise ValueError(
-                f"normalization must be None, 'batchnorm' or 'layernorm'; got {normalization!r}"
+                "normalization must be None, 'batchnorm', 'layernorm' or 'groupnorm'; "
+                f"got {normalization!r}"
             )
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"activation must be 'relu' or 'sigmoid'; got {activation!r}")
@@ -396,6 +399,10 @@ class FullyConnectedNet(Sequential):
                 layers.append((f"norm{i}", BatchNorm(d_out, dtype=dtype)))
             elif normalization == "layernorm":
                 layers.append((f"norm{i}", LayerNorm(d_out, dtype=dtype)))
+            elif normalization == "groupnorm":
+                if d_out % num_groups:
+                    raise ValueError(f"num_groups={num_groups} must divide hidden size {d_out}")
+                layers.append((f"norm{i}", GroupNorm(num_groups, d_out, dtype=dtype)))
             layers.append((f"act{i}", ReLU() if activation == "relu" else Sigmoid()))
         super().__init__(*layers)
         self.num_hidden = len(hidden_dims)

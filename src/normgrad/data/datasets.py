@@ -1,0 +1,129 @@
+"""Datasets for training: Fashion-MNIST, MNIST (IDX files) and scikit-learn's 8x8 digits.
+
+Images come back flattened, float32, scaled to [0, 1]; labels as int64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from normgrad.data.idx import IdxError, read_idx
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+DATASETS = ("fashion-mnist", "mnist", "digits")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found or read; the message says what to do."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    source: str  # where it came from, for reports
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise DatasetError(f"{directory}: missing {stem} (or {stem}.gz)")
+
+
+def load_idx_dir(directory: str | Path, name: str) -> Dataset:
+    """The four IDX files of MNIST/Fashion-MNIST in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{name}: no such directory {directory}")
+    paths = {k: _find(directory, stem) for k, stem in IDX_FILES.items()}
+    try:
+        arrays = {k: read_idx(p) for k, p in paths.items()}
+    except IdxError as exc:
+        raise DatasetError(str(exc)) from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1:
+            raise DatasetError(
+                f"{paths[f'x_{split}']}: expected images (n, rows, cols) and labels (n,); got "
+                f"{x.shape} and {y.shape}"
+            )
+        if len(x) != len(y):
+            raise DatasetError(
+                f"{paths[f'x_{split}']} holds {len(x)} images but {paths[f'y_{split}']} holds "
+                f"{len(y)} labels"
+            )
+
+    def images(a):
+        return (a.reshape(len(a), -1) / 255.0).astype(np.float32)
+
+    return Dataset(
+        name,
+        str(directory),
+        images(arrays["x_train"]),
+        arrays["y_train"].astype(np.int64),
+        images(arrays["x_test"]),
+        arrays["y_test"].astype(np.int64),
+    )
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images): 1500 to train, 297 to test."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError:
+        raise DatasetError(
+            "the digits dataset needs scikit-learn: pip install 'normgrad[train]'"
+        ) from None
+    bunch = sk_load_digits()
+    order = np.random.default_rng(0).permutation(len(bunch.target))
+    x = (bunch.data[order] / 16.0).astype(np.float32)
+    y = bunch.target[order].astype(np.int64)
+    return Dataset("digits", "scikit-learn load_digits", x[:1500], y[:1500], x[1500:], y[1500:])
+
+
+def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
+    directory = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+    return all(
+        (directory / s).is_file() or (directory / (s + ".gz")).is_file() for s in IDX_FILES.values()
+    )
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """``fashion-mnist`` (Debian's package, or ``data_dir``), ``mnist`` (``data_dir``), or
+    ``digits`` (no files needed)."""
+    if name == "fashion-mnist":
+        directory = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+        if not data_dir and not directory.is_dir():
+            raise DatasetError(
+                f"Fashion-MNIST is not installed at {directory}: apt-get install "
+                "dataset-fashion-mnist, or pass --data-dir with its four IDX files"
+            )
+        return load_idx_dir(directory, name)
+    if name == "mnist":
+        if not data_dir:
+            raise DatasetError("mnist needs --data-dir: a directory with MNIST's four IDX files")
+        return load_idx_dir(data_dir, name)
+    if name == "digits":
+        return load_digits()
+    raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
