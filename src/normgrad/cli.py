@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import normgrad
 
@@ -124,6 +125,134 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(not r.passed for r in rows) else 0
 
 
+TRAIN_DEFAULTS = {
+    "dataset": "digits", "data_dir": None, "norm": "batch", "hidden": [100, 100, 100],
+    "activation": "relu", "batch_size": 60, "steps": None, "epochs": None, "lr": 0.1,
+    "optimizer": "sgd", "momentum": 0.0, "weight_scale": "he", "seed": 0,
+    "checkpoint_every": 1000, "eval_every": 500, "dtype": "float32",
+}  # fmt: skip
+
+
+def _progress(args):
+    if args.no_progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise UsageError(
+            "progress bars need tqdm: pip install 'normgrad[train]' (or --no-progress)"
+        ) from None
+    return tqdm
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from normgrad.data import DatasetError
+    from normgrad.train import CheckpointError, TrainConfig, Trainer, TrainingDiverged
+
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    if args.resume:
+        if given or args.out:
+            names = ", ".join(
+                "--" + k.replace("_", "-") for k in [*given, *(["out"] if args.out else [])]
+            )
+            raise UsageError(f"--resume DIR continues a run with its own settings; drop {names}")
+        out = Path(args.resume)
+        try:
+            config = TrainConfig.from_json((out / "config.json").read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{out}: no config.json; not a normgrad training run") from None
+    else:
+        if not args.out:
+            raise UsageError("--out DIR is required (or --resume DIR)")
+        out = Path(args.out)
+        settings = TRAIN_DEFAULTS | given
+        if settings["steps"] is None and settings["epochs"] is None:
+            settings["steps"] = 2000
+        config = TrainConfig(**settings)
+        if (out / "checkpoint.npz").exists():
+            raise UsageError(f"{out} already holds a run: --resume {out}, or choose another --out")
+    try:
+        config.validate()
+        trainer = Trainer(config, out, progress=_progress(args), label=out.name or "train")
+    except (ValueError, DatasetError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.resume:
+        if trainer.checkpoint_path.exists():
+            try:
+                trainer.load_checkpoint()
+            except CheckpointError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"resuming {out} at step {trainer.step} of {trainer.total}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(config.to_json())
+    try:
+        result = trainer.run()
+    except TrainingDiverged as exc:
+        kept = (
+            "the last good checkpoint is kept"
+            if trainer.checkpoint_path.exists()
+            else "no checkpoint was written"
+        )
+        print(f"normgrad train: stopped: {exc}; {kept} in {out}", file=sys.stderr)
+        return 3
+    print(f"{result.steps} steps; test accuracy {result.test_accuracy:.4f}; wrote {out}/model.npz")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from normgrad.data import DatasetError
+    from normgrad.train import CheckpointError, accuracy, load_model
+
+    try:
+        model, config, data = load_model(args.run_dir)
+    except (CheckpointError, DatasetError) as exc:
+        raise UsageError(str(exc)) from None
+    acc = accuracy(model, data.x_test.astype(config.dtype), data.y_test)
+    print(f"{args.run_dir}: test accuracy {acc:.4f} on {len(data.x_test)} {config.dataset} images")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from normgrad.data import DatasetError
+    from normgrad.train import reproduce
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"the parent directory of --out {out} does not exist")
+    out.mkdir(exist_ok=True)
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1; got {args.steps}")
+    try:
+        summary = reproduce.ioffe2015(
+            out, steps=args.steps, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (DatasetError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    for label, acc in summary["final"].items():
+        print(f"{label:<11} final test accuracy {acc:.4f}  ({summary['times'][label]:.0f} s)")
+    print(f"wrote {out}/report.md, fig1a_accuracy.png, fig1bc_sigmoid_input.png, series.csv")
+    return 0
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --hidden {text!r}: e.g. 100,100,100") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"invalid --hidden {text!r}: sizes must be positive")
+    return sizes
+
+
+def _weight_scale(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _write_text(path: str, text: str, what: str) -> None:
     try:
         with open(path, "w") as fh:
@@ -220,6 +349,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="FILE.py[:NAME]", help="the learner's module")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "train",
+        help="train a fully connected network (checkpointed, resumable)",
+        description=(
+            "Train a fully connected network with normgrad's layers. Writes DIR/config.json,\n"
+            "DIR/metrics.csv, DIR/model.npz and DIR/checkpoint.npz (atomic, verified on\n"
+            "load). --resume DIR continues a run where its checkpoint left it; the result is\n"
+            "bit-for-bit that of an uninterrupted run. A NaN/Inf loss stops the run (exit 3)\n"
+            "and keeps the last good checkpoint."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
+                   help="default digits (needs no files)")  # fmt: skip
+    p.add_argument("--data-dir", help="directory with the four IDX files (mnist, fashion-mnist)")
+    p.add_argument("--norm", choices=("batch", "layer", "group", "none"), help="default batch")
+    p.add_argument("--hidden", type=_hidden, help="hidden sizes, default 100,100,100")
+    p.add_argument("--activation", choices=("relu", "sigmoid"), help="default relu")
+    p.add_argument("--batch-size", type=int, help="default 60")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training steps (default 2000)")
+    length.add_argument("--epochs", type=int, help="or: passes over the training set")
+    p.add_argument("--lr", type=float, help="learning rate, default 0.1")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default sgd")
+    p.add_argument("--momentum", type=float, help="SGD momentum, default 0")
+    p.add_argument("--weight-scale", type=_weight_scale,
+                   help="std of the initial weights, or he/xavier/lecun (default he)")  # fmt: skip
+    p.add_argument("--seed", type=int, help="seeds weights and data order, default 0")
+    p.add_argument("--checkpoint-every", type=int, metavar="K", help="steps, default 1000")
+    p.add_argument("--eval-every", type=int, metavar="K", help="steps, default 500")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+    p.add_argument("--out", metavar="DIR", help="where the run is written")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a trained model (DIR from train)")
+    p.add_argument("run_dir", metavar="DIR")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's experiment (ioffe2015: batch norm's Figure 1)",
+        description=(
+            "ioffe2015: Ioffe & Szegedy (2015), section 4.1 and Figure 1. Two 784-100-100-\n"
+            "100-10 sigmoid networks, without and with batch norm, same seed and data order,\n"
+            "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots,\n"
+            "series.csv and report.md to --out. Uses Fashion-MNIST when installed\n"
+            "(apt-get install dataset-fashion-mnist), else scikit-learn's digits."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiment", choices=("ioffe2015",))
+    p.add_argument("--steps", type=int, default=50_000, help="per network (default 50000)")
+    p.add_argument("--out", default="ioffe2015", help="output directory (default ./ioffe2015)")
+    p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
+                   help="default: fashion-mnist if installed, else digits")  # fmt: skip
+    p.add_argument("--data-dir", help="directory with the four IDX files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_reproduce)
     return parser
 
 

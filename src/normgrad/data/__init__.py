@@ -1,6 +1,12 @@
 """Data loading at the edge: the IDX format and the datasets the trainer knows."""
 
-from normgrad.data.datasets import DATASETS, Dataset, DatasetError, load_dataset
+from normgrad.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetError,
+    fashion_mnist_available,
+    load_dataset,
+)
 from normgrad.data.idx import IdxError, read_idx, write_idx
 
 __all__ = [
@@ -8,6 +14,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "IdxError",
+    "fashion_mnist_available",
     "load_dataset",
     "read_idx",
     "write_idx",

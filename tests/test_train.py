@@ -1,0 +1,168 @@
+"""Training: checkpoints, exact resume after SIGKILL, NaN stop, evaluate, reproduce."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from normgrad import cli
+from normgrad.train import CheckpointError, TrainConfig, Trainer, load_verified, save_atomic
+from normgrad.train import checkpoint as ckpt
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "normgrad", "train", "--dataset", "digits", "--out", str(out),
+            "--no-progress", *extra]  # fmt: skip
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    path = tmp_path / "c.npz"
+    arrays = {"a": np.arange(5.0), "b": np.array("text"), "c": np.zeros((2, 3), np.float32)}
+    save_atomic(path, arrays)
+    back = load_verified(path)
+    assert set(back) == set(arrays)
+    np.testing.assert_array_equal(back["a"], arrays["a"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"c\.npz"):
+        load_verified(path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match=r"c.npz: unreadable checkpoint"):
+        load_verified(path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_verified(tmp_path / "missing.npz")
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    save_atomic(path, {"step": np.array(1)})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic(path, {"step": np.array(2)})
+    assert int(load_verified(path)["step"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = TrainConfig(dataset="digits", steps=120, checkpoint_every=40, eval_every=30, seed=3)
+    full = Trainer(cfg, tmp_path / "full")
+    (tmp_path / "full").mkdir()
+    full.run()
+    part = tmp_path / "part"
+    part.mkdir()
+
+    def crash_at_90(step, model):
+        if step == 90:  # after the checkpoint at step 80: a crash mid-run
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, part, probe=crash_at_90).run()
+    resumed = Trainer(cfg, part)
+    resumed.load_checkpoint()
+    assert resumed.step == 80
+    resumed.run()
+    a, b = load_verified(tmp_path / "full" / "model.npz"), load_verified(part / "model.npz")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (part / "metrics.csv").read_text()
+    full_ckpt, part_ckpt = (
+        load_verified(tmp_path / "full" / "checkpoint.npz"),
+        load_verified(part / "checkpoint.npz"),
+    )
+    assert str(full_ckpt["evals"]) == str(part_ckpt["evals"])
+
+
+def test_sigkill_at_any_point_then_resume_gives_the_same_model(tmp_path):
+    args = ["--steps", "1500", "--checkpoint-every", "25", "--hidden", "64,64", "--seed", "5"]
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(ref, *args), check=True, capture_output=True)
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(_train_cmd(run, *args), **quiet)
+    kills = 0
+    while kills < 3:
+        deadline = time.monotonic() + 30
+        while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.4)))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        resume = [sys.executable, "-m", "normgrad", "train", "--resume", str(run), "--no-progress"]
+        proc = subprocess.Popen(resume, **quiet)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    assert kills >= 1, "the run finished before it could be killed"
+    a, b = load_verified(ref / "model.npz"), load_verified(run / "model.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        _train_cmd(out, "--norm", "none", "--lr", "1e6", "--weight-scale", "3", "--steps", "200",
+                   "--checkpoint-every", "1"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "stopped: the loss became" in result.stderr and "last good checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    state = load_verified(out / "checkpoint.npz")
+    assert all(np.all(np.isfinite(v)) for k, v in state.items() if k.startswith("model/"))
+
+
+def test_train_evaluate_and_their_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--steps", "60", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    for name in ("config.json", "metrics.csv", "model.npz", "checkpoint.npz"):
+        assert (out / name).exists(), name
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,loss,train_acc,test_acc"
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert cli.main(argv) == 2  # the directory already holds a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--lr", "0.5"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert cli.main(["train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert "mnist needs --data-dir" in capsys.readouterr().err
+
+
+def test_reproduce_ioffe2015_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "paper"
+    argv = ["reproduce", "ioffe2015", "--steps", "40", "--dataset", "digits", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    for name in ("report.md", "fig1a_accuracy.png", "fig1bc_sigmoid_input.png", "series.csv",
+                 "bn/model.npz", "no_bn/model.npz", "bn/metrics.csv"):  # fmt: skip
+        assert (out / name).exists(), name
+    assert (out / "fig1a_accuracy.png").read_bytes().startswith(b"\x89PNG")
+    report = (out / "report.md").read_text()
+    assert "Dataset: **digits**" in report and "final test accuracy" in report
+    lines = (out / "series.csv").read_text().splitlines()
+    assert lines[0].startswith("step,test_acc (without BN),p15 (without BN)")
+    assert len(lines) == 1 + 41  # step 0 and every step (eval_every = max(1, 40 // 100))
+    assert "with BN" in capsys.readouterr().out
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="exactly one of --steps and --epochs"):
+        TrainConfig(steps=None).validate()
+    with pytest.raises(ValueError, match="--norm must be one of"):
+        TrainConfig(steps=5, norm="instance").validate()
