@@ -193,6 +193,8 @@ def test_optimizers_state_round_trip():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="normalization must be"):
+        FullyConnectedNet(4, [3], 2, normalization="instancenorm")
+    with pytest.raises(ValueError, match="num_groups=4 must divide hidden size 3"):
         FullyConnectedNet(4, [3], 2, normalization="groupnorm")
     with pytest.raises(ValueError, match="unknown weight init 'uniform'"):
         FullyConnectedNet(4, [3], 2, weight_scale="uniform")
