@@ -166,3 +166,22 @@ def test_config_validation():
         TrainConfig(steps=None).validate()
     with pytest.raises(ValueError, match="--norm must be one of"):
         TrainConfig(steps=5, norm="instance").validate()
+
+
+def test_reproduce_weight_scale_writes_every_output(tmp_path):
+    from normgrad.train import reproduce
+
+    summary = reproduce.weight_scale(
+        tmp_path, dataset="digits", epochs=1, num_scales=2, progress=False, log=lambda *a: None
+    )
+    for name in ("report.md", "weight_scale.png", "batch_size.png", "weight_scale.csv",
+                 "batch_size.csv"):  # fmt: skip
+        assert (tmp_path / name).exists(), name
+    assert len(summary["weight_scale"]) == 4  # 2 scales x (baseline, batch norm)
+    assert {(r["norm"], r["batch_size"]) for r in summary["batch_size"]} == {
+        ("none", 10), ("batch", 5), ("batch", 10), ("batch", 50),
+        ("layer", 5), ("layer", 10), ("layer", 50),
+    }  # fmt: skip
+    assert all(0.0 <= r["best_val_acc"] <= 1.0 for r in summary["weight_scale"])
+    report = (tmp_path / "report.md").read_text()
+    assert "1.00e-04" in report and "layer norm | 50" in report

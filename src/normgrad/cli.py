@@ -217,18 +217,25 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from normgrad.data import DatasetError
     from normgrad.train import reproduce
 
-    out = Path(args.out)
+    out = Path(args.out or args.experiment)
     if not out.parent.is_dir():
         raise UsageError(f"the parent directory of --out {out} does not exist")
     out.mkdir(exist_ok=True)
-    if args.steps < 1:
-        raise UsageError(f"--steps must be at least 1; got {args.steps}")
+    if args.steps < 1 or args.epochs < 1:
+        raise UsageError("--steps and --epochs must be at least 1")
     try:
+        if args.experiment == "weight-scale":
+            summary = reproduce.weight_scale(
+                out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+                epochs=args.epochs, progress=not args.no_progress,
+            )  # fmt: skip
+            print(f"wrote {out}/report.md, weight_scale.png, batch_size.png and the CSVs")
+            return 0
         summary = reproduce.ioffe2015(
             out, steps=args.steps, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
             progress=not args.no_progress,
         )  # fmt: skip
-    except (DatasetError, ImportError) as exc:
+    except (DatasetError, ImportError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     for label, acc in summary["final"].items():
         print(f"{label:<11} final test accuracy {acc:.4f}  ({summary['times'][label]:.0f} s)")
@@ -397,14 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
             "ioffe2015: Ioffe & Szegedy (2015), section 4.1 and Figure 1. Two 784-100-100-\n"
             "100-10 sigmoid networks, without and with batch norm, same seed and data order,\n"
             "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots,\n"
-            "series.csv and report.md to --out. Uses Fashion-MNIST when installed\n"
-            "(apt-get install dataset-fashion-mnist), else scikit-learn's digits."
+            "series.csv and report.md to --out.\n"
+            "weight-scale: the CS231n experiments: best validation accuracy and final training\n"
+            "loss of an 8-layer net with and without batch norm over 20 weight scales\n"
+            "(1e-4 to 1), and batch and layer norm at batch sizes 5, 10 and 50.\n"
+            "Both use Fashion-MNIST when installed (apt-get install dataset-fashion-mnist),\n"
+            "else scikit-learn's digits."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("experiment", choices=("ioffe2015",))
-    p.add_argument("--steps", type=int, default=50_000, help="per network (default 50000)")
-    p.add_argument("--out", default="ioffe2015", help="output directory (default ./ioffe2015)")
+    p.add_argument("experiment", choices=("ioffe2015", "weight-scale"))
+    p.add_argument("--steps", type=int, default=50_000, help="ioffe2015: steps per network")
+    p.add_argument("--epochs", type=int, default=10, help="weight-scale: epochs per run")
+    p.add_argument("--out", help="output directory (default ./EXPERIMENT)")
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the four IDX files")

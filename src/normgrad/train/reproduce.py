@@ -197,3 +197,177 @@ def _plot(out: Path, runs) -> None:
     fig.tight_layout()
     fig.savefig(out / "fig1bc_sigmoid_input.png", dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- weight scale
+
+WS_HIDDEN = [50] * 7  # the course's 8-layer network
+BS_HIDDEN = [100] * 5
+NUM_TRAIN = 1000
+NUM_VAL = 500
+
+
+def _small_split(data):
+    """The course's setting: 1000 training images, and a validation set held out of the
+    rest of the training split (the test split is not touched)."""
+    from normgrad.data import Dataset
+
+    x, y = data.x_train, data.y_train
+    if len(x) < NUM_TRAIN + NUM_VAL:
+        raise ValueError(f"{data.name} has {len(x)} training images; need {NUM_TRAIN + NUM_VAL}")
+    return Dataset(data.name, data.source, x[:NUM_TRAIN], y[:NUM_TRAIN], x[-NUM_VAL:], y[-NUM_VAL:])
+
+
+def _course_run(out: Path, small, *, norm, hidden, weight_scale, batch_size, epochs, seed):
+    cfg = TrainConfig(
+        dataset=small.name, norm=norm, hidden=hidden, activation="relu", optimizer="adam",
+        lr=1e-3, weight_scale=weight_scale, batch_size=batch_size, epochs=epochs, seed=seed,
+        eval_every=NUM_TRAIN // batch_size, log_every=NUM_TRAIN // batch_size,
+        checkpoint_every=10**9,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, out, data=small)
+    result = trainer.run()
+    per_epoch = trainer.steps_per_epoch
+    return {
+        "val_acc": [e["test_acc"] for e in trainer.evals],  # epoch 0 (start) to the last
+        "best_val_acc": max(e["test_acc"] for e in trainer.evals),
+        "final_train_loss": float(trainer.losses[-per_epoch:].mean()),
+        "steps": result.steps,
+    }
+
+
+def weight_scale(
+    out_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    epochs: int = 10,
+    num_scales: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """The course's two experiments: BN vs none across weight scales, and batch size."""
+    out = Path(out_dir)
+    if dataset is None:
+        dataset = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    small = _small_split(load_dataset(dataset, data_dir))
+    log(f"dataset: {dataset} ({small.source}), {NUM_TRAIN} train / {NUM_VAL} validation images")
+    scales = np.logspace(-4, 0, num=num_scales)
+    jobs = [("ws", float(ws), norm, 50) for ws in scales for norm in ("none", "batch")]
+    jobs += [("bs", None, "none", 10)]
+    jobs += [("bs", None, norm, bs) for norm in ("batch", "layer") for bs in (5, 10, 50)]
+    bar = _progress_factory(progress, 0)
+    bar = bar(total=len(jobs), desc="weight-scale runs") if bar else None
+    ws_rows, bs_rows = [], []
+    for kind, ws, norm, bs in jobs:
+        if kind == "ws":
+            r = _course_run(out / "runs" / f"ws{ws:.2e}_{norm}", small, norm=norm,
+                            hidden=WS_HIDDEN, weight_scale=ws, batch_size=bs, epochs=epochs,
+                            seed=seed)  # fmt: skip
+            ws_rows.append({"weight_scale": ws, "norm": norm} | r)
+        else:
+            r = _course_run(out / "runs" / f"bs{bs}_{norm}", small, norm=norm,
+                            hidden=BS_HIDDEN, weight_scale=2e-2, batch_size=bs, epochs=epochs,
+                            seed=seed)  # fmt: skip
+            bs_rows.append({"batch_size": bs, "norm": norm} | r)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    _write_weight_scale(out, ws_rows, bs_rows, dataset, small.source, epochs)
+    return {"weight_scale": ws_rows, "batch_size": bs_rows, "dataset": dataset}
+
+
+def _write_weight_scale(out: Path, ws_rows, bs_rows, dataset, source, epochs) -> None:
+    with open(out / "weight_scale.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["weight_scale", "norm", "best_val_acc", "final_train_loss"])
+        for r in ws_rows:
+            w.writerow([r["weight_scale"], r["norm"], r["best_val_acc"], r["final_train_loss"]])
+    with open(out / "batch_size.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["norm", "batch_size", *(f"val_acc_epoch{i}" for i in range(epochs + 1))])
+        for r in bs_rows:
+            w.writerow([r["norm"], r["batch_size"], *r["val_acc"]])
+    _plot_weight_scale(out, ws_rows, bs_rows)
+
+    def label(norm):
+        return {"none": "baseline", "batch": "batch norm", "layer": "layer norm"}[norm]
+
+    by_scale: dict[float, dict] = {}
+    for r in ws_rows:
+        by_scale.setdefault(r["weight_scale"], {})[r["norm"]] = r
+    lines = [
+        "# Batch norm and initialization, batch norm and batch size (the CS231n experiments)",
+        "",
+        f"Dataset: **{dataset}** ({source}): {NUM_TRAIN} training images, {NUM_VAL} "
+        f"validation images held out of the training split. ReLU networks, Adam (lr 1e-3), "
+        f"{epochs} epochs.",
+        "",
+        f"## Weight scale: 8 layers ({'-'.join(map(str, WS_HIDDEN))}), batches of 50",
+        "",
+        "![weight scale](weight_scale.png)",
+        "",
+        "| weight scale | best val acc, baseline | best val acc, BN | final train loss, "
+        "baseline | final train loss, BN |",
+        "|---|---|---|---|---|",
+    ]
+    for ws, pair in by_scale.items():
+        lines.append(
+            f"| {ws:.2e} | {pair['none']['best_val_acc']:.3f} | {pair['batch']['best_val_acc']:.3f}"
+            f" | {pair['none']['final_train_loss']:.3f} | {pair['batch']['final_train_loss']:.3f} |"
+        )
+    lines += [
+        "",
+        f"## Batch size: {len(BS_HIDDEN) + 1} layers ({'-'.join(map(str, BS_HIDDEN))}), "
+        "weight scale 2e-2",
+        "",
+        "![batch size](batch_size.png)",
+        "",
+        "| network | batch size | best val acc | final train loss |",
+        "|---|---|---|---|",
+        *(
+            f"| {label(r['norm'])} | {r['batch_size']} | {r['best_val_acc']:.3f} | "
+            f"{r['final_train_loss']:.3f} |"
+            for r in bs_rows
+        ),
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot_weight_scale(out: Path, ws_rows, bs_rows) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'normgrad[train]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for norm, name in (("none", "baseline"), ("batch", "batch norm")):
+        rows = [r for r in ws_rows if r["norm"] == norm]
+        x = [r["weight_scale"] for r in rows]
+        axes[0].semilogx(x, [r["best_val_acc"] for r in rows], "-o", label=name)
+        axes[1].loglog(x, [r["final_train_loss"] for r in rows], "-o", label=name)
+    axes[0].set(xlabel="weight initialization scale", ylabel="best validation accuracy")
+    axes[1].set(xlabel="weight initialization scale", ylabel="final training loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "weight_scale.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in bs_rows:
+        name = {"none": "baseline", "batch": "batch norm", "layer": "layer norm"}[r["norm"]]
+        ax.plot(range(len(r["val_acc"])), r["val_acc"], "-o", ms=3,
+                label=f"{name}, batch {r['batch_size']}")  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "batch_size.png", dpi=120)
+    plt.close(fig)
