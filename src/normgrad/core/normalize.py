@@ -57,7 +57,9 @@ class NormCache:
             False for eval-mode batch norm, where mean and var are constants.
         bessel: True if the variance was divided by M - 1 instead of M.
         eps: added to the variance under the square root.
-        xhat: the normalized input ``(x - mean) * inv_std``.
+        stored_xhat: the normalized input ``(x - mean) * inv_std``, as the NumPy path keeps
+            it; None for the fused path, which keeps x instead (read ``xhat``, which computes
+            it on first use).
         mean: the mean used (batch or running), float64, keepdims.
         var: the variance used (biased or Bessel batch variance, or running), float64.
         inv_std: ``1 / sqrt(var + eps)``, float64.
@@ -65,13 +67,15 @@ class NormCache:
         has_beta: whether a beta was given (else dbeta is None).
         x_dtype: dtype of x, and of dx.
         param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
+        x_work: the fused path's contiguous copy or view of x (in the compute dtype).
+        backend: ``"numpy"`` or ``"numba"``, the implementation that made the cache.
     """
 
     layout: NormLayout
     training: bool
     bessel: bool
     eps: float
-    xhat: np.ndarray
+    stored_xhat: np.ndarray | None
     mean: np.ndarray
     var: np.ndarray
     inv_std: np.ndarray
@@ -79,6 +83,8 @@ class NormCache:
     has_beta: bool
     x_dtype: np.dtype
     param_dtype: np.dtype
+    x_work: np.ndarray | None = None
+    backend: str = "numpy"
 
     @property
     def op(self) -> str:
@@ -86,7 +92,18 @@ class NormCache:
 
     @property
     def compute_dtype(self) -> np.dtype:
-        return self.xhat.dtype
+        return compute_dtype(self.x_dtype)
+
+    @property
+    def xhat(self) -> np.ndarray:
+        """``(x - mean) * inv_std`` in the view's shape and the compute dtype."""
+        if self.stored_xhat is None:
+            xw = self.x_work.reshape(self.layout.work_shape)
+            xhat = (xw - self.mean.astype(self.compute_dtype)) * self.inv_std.astype(
+                self.compute_dtype
+            )
+            object.__setattr__(self, "stored_xhat", xhat)  # computed once, on demand
+        return self.stored_xhat
 
 
 class Moments(NamedTuple):
@@ -166,7 +183,7 @@ def normalize_forward(
         training=stats is None,
         bessel=bessel,
         eps=eps,
-        xhat=xhat,
+        stored_xhat=xhat,
         mean=mean,
         var=var,
         inv_std=inv_std,

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from normgrad import kernels
+from normgrad.core import fused
 from normgrad.core import validate as v
 from normgrad.core.layout import (
     NormLayout,
@@ -35,7 +37,13 @@ from normgrad.core.layout import (
     instance_norm_layout,
     layer_norm_layout,
 )
-from normgrad.core.normalize import NormCache, check_cache, normalize_backward, normalize_forward
+from normgrad.core.normalize import (
+    NormCache,
+    check_cache,
+    check_dy,
+    normalize_backward,
+    normalize_forward,
+)
 from normgrad.core.staged import staged_backward
 
 Grads = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
@@ -96,6 +104,7 @@ def batch_norm_forward(
     eps: float = 1e-5,
     channel_axis: int = 1,
     bessel: bool = False,
+    backend: str | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """Batch normalization: per-channel statistics over the batch and spatial axes.
 
@@ -113,6 +122,10 @@ def batch_norm_forward(
         eps: added to the variance under the square root, > 0.
         channel_axis: the channel axis of ``x``; default 1 (N, C, ...); -1 for channels-last.
         bessel: normalize with the Bessel-corrected variance ``/ (M - 1)`` instead of ``/ M``.
+        backend: ``"auto"`` (default; or the ``NORMGRAD_BACKEND`` environment variable:
+            Numba's fused kernels for arrays of 32768 elements or more when Numba is
+            installed, else NumPy), ``"numpy"`` or ``"numba"`` (``pip install
+            'normgrad[fast]'``). The backward uses the backend its cache was made with.
 
     Returns:
         ``(y, cache)``: y with x's shape and dtype, and the :class:`NormCache` for
@@ -136,6 +149,7 @@ def batch_norm_forward(
     running_var = v.check_running("running_var", running_var, layout.param_shape)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together, or neither")
+    forward = fused.forward if kernels.resolve(backend, x.size) == "numba" else normalize_forward
 
     if not training:
         if running_mean is None:
@@ -143,13 +157,13 @@ def batch_norm_forward(
                 "training=False normalizes with running statistics: pass running_mean and "
                 "running_var"
             )
-        y, cache, _ = normalize_forward(
+        y, cache, _ = forward(
             x, gamma, beta, layout, eps=eps, bessel=bessel, stats=(running_mean, running_var)
         )
         return y, cache
 
     _require_values(layout, at_least_two=True, bessel=bessel)
-    y, cache, mom = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
     if running_mean is not None:
         c = layout.param_shape
         batch_mean = mom.mean.reshape(c)
@@ -170,7 +184,10 @@ def batch_norm_backward(dy, cache: NormCache) -> Grads:
         ``(dx, dgamma, dbeta)``: dx with x's shape and dtype; dgamma and dbeta ``(C,)``, summed
         over the batch and spatial axes, or None where gamma/beta were None.
     """
-    return normalize_backward(dy, check_cache(cache, "batch_norm"))
+    cache = check_cache(cache, "batch_norm")
+    if cache.backend == "numba":
+        return fused.backward(check_dy(dy, cache).reshape(cache.layout.x_shape), cache)
+    return normalize_backward(dy, cache)
 
 
 def batch_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):

@@ -1,0 +1,89 @@
+"""Batch norm through the fused Numba kernels, behind the same cache as the NumPy path.
+
+Forward: one pass for the statistics, one to normalize. Backward: one pass for the two
+sums, one for dx. The cache keeps x (a contiguous view, copied only if x was not
+contiguous) instead of xhat, so nothing the size of x is stored beyond the output;
+``cache.xhat`` is computed on demand for the staged backward and for inspection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normgrad.core.layout import NormLayout
+from normgrad.core.normalize import Moments, NormCache, compute_dtype
+
+
+def _kernels():
+    from normgrad.kernels import numba_bn  # imported on first use: numba is optional
+
+    return numba_bn
+
+
+def _channel_axis(layout: NormLayout) -> int:
+    return next(a for a, n in enumerate(layout.param_bcast) if a not in layout.reduce_axes)
+
+
+def forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=None):
+    """Same contract as :func:`normgrad.core.normalize.normalize_forward` (batch norm)."""
+    k = _kernels()
+    compute = compute_dtype(x.dtype)
+    x3 = k.view3(x, _channel_axis(layout)).astype(compute, copy=False)
+    c = x3.shape[1]
+    if stats is None:
+        count, mean, m2 = k.moments(x3)
+        var = m2 / (count - 1 if bessel else count)
+        mom = Moments(count, mean, m2, None)
+    else:
+        mean = np.asarray(stats[0], np.float64).reshape(c)
+        var = np.asarray(stats[1], np.float64).reshape(c)
+        mom = None
+    inv_std = 1.0 / np.sqrt(var + eps)
+    g = np.ones(c) if gamma is None else gamma.astype(np.float64)
+    b = np.zeros(c) if beta is None else beta.astype(np.float64)
+    y = k.affine(x3, mean, g * inv_std, b).astype(x.dtype, copy=False).reshape(x.shape)
+    stats_shape = layout.stats_shape
+    cache = NormCache(
+        layout=layout,
+        training=stats is None,
+        bessel=bessel,
+        eps=eps,
+        stored_xhat=None,
+        mean=mean.reshape(stats_shape),
+        var=var.reshape(stats_shape),
+        inv_std=inv_std.reshape(stats_shape),
+        gamma=None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast),
+        has_beta=beta is not None,
+        x_dtype=x.dtype,
+        param_dtype=next((p.dtype for p in (gamma, beta) if p is not None), x.dtype),
+        x_work=x3,
+        backend="numba",
+    )
+    return y, cache, mom
+
+
+def backward(dy, cache: NormCache):
+    """Closed-form gradients ``(dx, dgamma, dbeta)`` in two fused passes."""
+    k = _kernels()
+    layout = cache.layout
+    x3 = cache.x_work
+    c = x3.shape[1]
+    dy3 = k.view3(dy, _channel_axis(layout)).astype(x3.dtype, copy=False)
+    mean = cache.mean.reshape(c)
+    r = cache.inv_std.reshape(c)
+    g = np.ones(c) if cache.gamma is None else cache.gamma.reshape(c).astype(np.float64)
+    sum_dy, sum_dy_xmu = k.grad_sums(dy3, x3, mean)
+    dgamma = None if cache.gamma is None else (sum_dy_xmu * r).astype(cache.param_dtype)
+    dbeta = sum_dy.astype(cache.param_dtype) if cache.has_beta else None
+    m = layout.count
+    p = g * r
+    if cache.training:
+        factor = m / (m - 1) if cache.bessel else 1.0
+        # dx = g r / M * (M dy - sum(dy) - factor * xhat * sum(dy * xhat)), xhat = (x - mean) r
+        q = -g * r**3 * factor * sum_dy_xmu / m
+        offset = -g * r * sum_dy / m
+    else:  # eval: the statistics are constants, dx = g r dy
+        q = np.zeros(c)
+        offset = np.zeros(c)
+    dx = k.grad_input(dy3, x3, mean, p, q, offset)
+    return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta

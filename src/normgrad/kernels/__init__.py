@@ -1,0 +1,40 @@
+"""Which implementation runs: the NumPy core, or fused Numba kernels (``normgrad[fast]``).
+
+``backend="auto"`` (the default, or the ``NORMGRAD_BACKEND`` environment variable) picks
+Numba when it can be imported and the array has at least ``AUTO_MIN_SIZE`` elements, and
+NumPy otherwise, silently: below that size a kernel call's fixed cost (tens of
+microseconds) exceeds NumPy's. ``backend="numba"`` insists, whatever the size, and names
+the extra to install when Numba is missing; ``backend="numpy"`` never uses Numba.
+Nothing here imports Numba until a fused kernel is actually called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+BACKENDS = ("auto", "numpy", "numba")
+ENV_VAR = "NORMGRAD_BACKEND"
+AUTO_MIN_SIZE = 1 << 15
+
+
+def numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def resolve(backend: str | None = None, size: int | None = None) -> str:
+    """``"numpy"`` or ``"numba"``: what ``backend`` (or the default) selects for an array of
+    ``size`` elements."""
+    name = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    if name not in BACKENDS:
+        source = "backend" if backend is not None else f"the environment variable {ENV_VAR}"
+        raise ValueError(f"{source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    if name == "numpy":
+        return "numpy"
+    if name == "auto" and size is not None and size < AUTO_MIN_SIZE:
+        return "numpy"
+    if numba_available():
+        return "numba"
+    if name == "numba":
+        raise ImportError("backend='numba' needs Numba: pip install 'normgrad[fast]'")
+    return "numpy"

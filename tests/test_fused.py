@@ -1,0 +1,94 @@
+"""The fused Numba backend equals the NumPy path (1e-12 float64, 1e-5 float32)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import normgrad as ng
+from _cases import Call, error_scales, norm_calls
+from normgrad import kernels
+from normgrad.gradcheck import assert_close
+
+pytest.importorskip("numba")
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 2.0**-9}
+
+
+def _compare(call: Call, dtype, dy):
+    y1, c1 = call.forward(backend="numpy")
+    y2, c2 = call.forward(backend="numba")
+    assert c2.backend == "numba" and c1.backend == "numpy"
+    g1, g2 = ng.batch_norm_backward(dy, c1), ng.batch_norm_backward(dy, c2)
+    tol = TOL[dtype]
+    scales = error_scales(call.x.astype(np.float64), call.gamma, dy.astype(np.float64), c1)
+    assert_close(y2, y1, rtol=tol, atol=tol * scales["y"], name="y")
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), g2, g1, strict=True):
+        assert_close(a, b, rtol=tol, atol=tol * scales[name], name=name)
+    # the staged backward works on a fused cache too (it recovers xhat from x)
+    staged = ng.batch_norm_backward_staged(dy, c2)
+    assert_close(staged[0], g1[0], rtol=tol * 100, atol=tol * 100 * scales["dx"], name="staged")
+
+
+@given(norm_calls(ops=("batch_norm",)), st.sampled_from([np.float64, np.float32, np.float16]))
+def test_fused_batch_norm_equals_numpy(call: Call, dtype):
+    call.x = call.x.astype(dtype)  # non-contiguous layouts stay non-contiguous only for f64
+    if call.gamma is not None:
+        call.gamma, call.beta = call.gamma.astype(dtype), call.beta.astype(dtype)
+    for k in ("running_mean", "running_var"):
+        if k in call.kwargs:
+            call.kwargs[k] = call.kwargs[k].astype(dtype)
+    dy = np.random.default_rng(0).standard_normal(call.x.shape).astype(dtype)
+    _compare(call, dtype, dy)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((4096, 64), 1), ((8, 16, 24, 24), 1), ((8, 24, 24, 16), -1)]
+)
+def test_fused_on_arrays_big_enough_for_the_parallel_kernels(dtype, shape, axis):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 100).astype(dtype)
+    c = shape[axis]
+    call = Call("batch_norm", x, rng.standard_normal(c).astype(dtype),
+                rng.standard_normal(c).astype(dtype), {"channel_axis": axis})  # fmt: skip
+    assert x.size >= kernels.AUTO_MIN_SIZE
+    _compare(call, dtype, rng.standard_normal(shape).astype(dtype))
+
+
+def test_fused_running_statistics_and_eval_mode():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((512, 80)) * 2 + 5
+    rm1, rv1, rm2, rv2 = np.zeros(80), np.ones(80), np.zeros(80), np.ones(80)
+    ng.batch_norm_forward(x, None, None, running_mean=rm1, running_var=rv1, backend="numpy")
+    ng.batch_norm_forward(x, None, None, running_mean=rm2, running_var=rv2, backend="numba")
+    assert_close(rm2, rm1, rtol=1e-13)
+    assert_close(rv2, rv1, rtol=1e-13)
+    y1, _ = ng.batch_norm_forward(x, None, None, training=False, running_mean=rm1,
+                                  running_var=rv1, backend="numpy")  # fmt: skip
+    y2, _ = ng.batch_norm_forward(x, None, None, training=False, running_mean=rm1,
+                                  running_var=rv1, backend="numba")  # fmt: skip
+    assert_close(y2, y1, rtol=1e-13)
+
+
+def test_fused_keeps_unit_std_at_a_large_mean_in_float32():
+    x = (1e3 + np.random.default_rng(0).standard_normal((2**20, 2))).astype(np.float32)
+    y, _ = ng.batch_norm_forward(x, None, None, backend="numba")
+    assert np.all(np.abs(y.astype(np.float64).std(axis=0) - 1) < 1e-3)
+
+
+def test_backend_selection(monkeypatch):
+    assert kernels.resolve("numpy") == "numpy"
+    assert kernels.resolve("numba") == "numba"
+    assert kernels.resolve("auto", size=10) == "numpy"
+    assert kernels.resolve("auto", size=kernels.AUTO_MIN_SIZE) == "numba"
+    monkeypatch.setenv(kernels.ENV_VAR, "numpy")
+    assert kernels.resolve(None, size=10**9) == "numpy"
+    monkeypatch.setenv(kernels.ENV_VAR, "cuda")
+    with pytest.raises(ValueError, match="NORMGRAD_BACKEND must be one of"):
+        kernels.resolve(None)
+    monkeypatch.setattr(kernels, "numba_available", lambda: False)
+    monkeypatch.delenv(kernels.ENV_VAR)
+    assert kernels.resolve("auto", size=10**9) == "numpy"  # silently
+    with pytest.raises(ImportError, match=r"pip install 'normgrad\[fast\]'"):
+        kernels.resolve("numba")
