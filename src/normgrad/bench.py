@@ -1,0 +1,372 @@
+"""``normgrad bench``: batch norm's speed, side by side, against PyTorch and the memory floor.
+
+Everything is measured in one process and one run, interleaved (each repetition runs every
+method once, in turn), and reported as medians. The memory-traffic floor of a training step
+is ``8 * x.nbytes / B`` (DESIGN.md §3: 3 array transfers forward, 5 backward), and of an
+eval forward ``2 * x.nbytes / B``, where B is the streaming bandwidth of a STREAM-style
+triad measured in the same run with all cores. Timings never appear in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import normgrad as ng
+from normgrad import kernels
+
+FULL_SHAPES = [
+    ("(256, 1024)", (256, 1024), 1),
+    ("(4096, 1024)", (4096, 1024), 1),
+    ("(65536, 256)", (65536, 256), 1),
+    ("NCHW (32, 64, 56, 56)", (32, 64, 56, 56), 1),
+    ("NHWC (32, 56, 56, 64)", (32, 56, 56, 64), -1),
+]
+QUICK_SHAPES = FULL_SHAPES[:2]
+
+
+@dataclass
+class Row:
+    op: str
+    shape: str
+    dtype: str
+    mode: str  # "train" (forward + backward) or "eval" (forward)
+    floor_ms: float
+    times_ms: dict[str, float] = field(default_factory=dict)
+    peak_extra: dict[str, float] = field(default_factory=dict)  # in units of x.nbytes
+
+
+def machine() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "normgrad": ng.__version__,
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?"
+            )
+    except OSError:
+        info["cpu"] = platform.processor() or "?"
+    if kernels.numba_available():
+        import numba
+
+        info["numba"] = numba.__version__
+        info["numba_threads"] = numba.get_num_threads()
+    torch = _torch()
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def triad_bandwidth(n: int = 1 << 24, reps: int = 7) -> tuple[float, str]:
+    """Bytes/second of ``a = b + s * c`` over float64 arrays far larger than the caches,
+    counting 24 bytes per element as STREAM does; all cores via Numba when it is there."""
+    b = np.random.default_rng(0).random(n)
+    c = np.random.default_rng(1).random(n)
+    a = np.empty_like(b)
+    if kernels.numba_available():
+        from numba import njit, prange
+
+        @njit(parallel=True, cache=True)
+        def triad(a, b, c, s):
+            for i in prange(a.size):
+                a[i] = b[i] + s * c[i]
+
+        how = "Numba, all cores"
+    else:
+
+        def triad(a, b, c, s):
+            np.multiply(c, s, out=a)
+            a += b
+
+        how = "NumPy, one core (install normgrad[fast] for all cores)"
+    triad(a, b, c, 3.0)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        triad(a, b, c, 3.0)
+        times.append(time.perf_counter() - t)
+    return 24 * n / min(times), how
+
+
+def _methods(op: str, x, gamma, beta, dy, axis: int, mode: str) -> dict[str, Callable]:
+    """The contenders for one row, each a function running one forward (+ backward)."""
+    rm, rv = np.zeros(gamma.shape, x.dtype), np.ones(gamma.shape, x.dtype)
+    out: dict[str, Callable] = {}
+    if op == "batch_norm":
+
+        def run(backend, staged=False):
+            def f():
+                kw = {"channel_axis": axis, "backend": backend}
+                if mode == "eval":
+                    kw |= {"training": False, "running_mean": rm, "running_var": rv}
+                    return ng.batch_norm_forward(x, gamma, beta, **kw)
+                _, cache = ng.batch_norm_forward(x, gamma, beta, **kw)
+                back = ng.batch_norm_backward_staged if staged else ng.batch_norm_backward
+                return back(dy, cache)
+
+            return f
+
+        if mode == "train":
+            out["staged (seed 002)"] = run("numpy", staged=True)
+        out["numpy closed form"] = run("numpy")
+        if kernels.numba_available():
+            out["fused (numba)"] = run("numba")
+    else:
+        fwd = getattr(ng, f"{op}_forward")
+        bwd = getattr(ng, f"{op}_backward")
+        extra = (4,) if op == "group_norm" else ()
+
+        def f():
+            _, cache = fwd(x, gamma, beta, *extra)
+            return bwd(dy, cache)
+
+        out["numpy closed form"] = f
+    torch = _torch()
+    if torch is not None:
+        out["pytorch"] = _torch_method(torch, op, x, gamma, beta, dy, axis, mode)
+    return out
+
+
+def _torch_method(torch, op, x, gamma, beta, dy, axis, mode):
+    F = torch.nn.functional
+    if op == "batch_norm" and axis != 1:  # channels-last: PyTorch's own layout for it
+        xt = torch.from_numpy(np.moveaxis(x, -1, 1).copy()).contiguous(
+            memory_format=torch.channels_last
+        )
+        dyt = torch.from_numpy(np.moveaxis(dy, -1, 1).copy()).contiguous(
+            memory_format=torch.channels_last
+        )
+    else:
+        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    xt.requires_grad_(mode == "train")
+    g = torch.from_numpy(gamma).requires_grad_(mode == "train")
+    b = torch.from_numpy(beta).requires_grad_(mode == "train")
+    rm, rv = torch.zeros(gamma.shape, dtype=g.dtype), torch.ones(gamma.shape, dtype=g.dtype)
+
+    def f():
+        if mode == "eval":
+            with torch.no_grad():
+                return F.batch_norm(xt, rm, rv, g, b, training=False)
+        if op == "batch_norm":
+            y = F.batch_norm(xt, None, None, g, b, training=True)
+        elif op == "layer_norm":
+            y = F.layer_norm(xt, gamma.shape, g, b)
+        else:
+            y = F.group_norm(xt, 4, g, b)
+        xt.grad = g.grad = b.grad = None
+        y.backward(dyt)
+        return xt.grad
+
+    return f
+
+
+def _peak_extra(f: Callable, nbytes: int) -> float:
+    tracemalloc.start()
+    try:
+        f()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / nbytes
+
+
+def measure_row(op, label, shape, axis, dtype, mode, bandwidth, reps) -> Row:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    c = shape[-1] if op == "layer_norm" else shape[axis]
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    methods = _methods(op, x, gamma, beta, dy, axis, mode)
+    transfers = 8 if mode == "train" else 2
+    row = Row(op, label, np.dtype(dtype).name, mode, 1e3 * transfers * x.nbytes / bandwidth)
+    for f in methods.values():  # warm-up (and Numba's compile, on a first run)
+        f()
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(reps):
+        for name, f in methods.items():
+            t = time.perf_counter()
+            f()
+            samples[name].append(time.perf_counter() - t)
+    row.times_ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+    row.peak_extra = {k: _peak_extra(f, x.nbytes) for k, f in methods.items() if k != "pytorch"}
+    return row
+
+
+def paper_network(steps: int = 300) -> dict:
+    """Samples per second training 784-100-100-100-10 (sigmoid, BN, batch 60, SGD, float32):
+    normgrad's nn against the same network in PyTorch."""
+    from normgrad.nn import SGD, FullyConnectedNet, softmax_cross_entropy
+
+    rng = np.random.default_rng(0)
+    x = rng.random((steps, 60, 784), dtype=np.float32)
+    y = rng.integers(0, 10, (steps, 60))
+    net = FullyConnectedNet(784, [100] * 3, 10, normalization="batchnorm", activation="sigmoid",
+                            weight_scale=0.1, dtype=np.float32)  # fmt: skip
+    opt = SGD(net, lr=0.1)
+
+    def ours():
+        for i in range(steps):
+            net.backward(softmax_cross_entropy(net.forward(x[i]), y[i])[1])
+            opt.step()
+
+    result = {}
+    ours()  # warm-up
+    t = time.perf_counter()
+    ours()
+    result["normgrad"] = steps * 60 / (time.perf_counter() - t)
+    torch = _torch()
+    if torch is not None:
+        layers = []
+        for d_in, d_out in ((784, 100), (100, 100), (100, 100)):
+            layers += [
+                torch.nn.Linear(d_in, d_out),
+                torch.nn.BatchNorm1d(d_out),
+                torch.nn.Sigmoid(),
+            ]
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(100, 10))
+        topt = torch.optim.SGD(model.parameters(), lr=0.1)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def theirs():
+            for i in range(steps):
+                topt.zero_grad()
+                torch.nn.functional.cross_entropy(model(xt[i]), yt[i]).backward()
+                topt.step()
+
+        theirs()
+        t = time.perf_counter()
+        theirs()
+        result["pytorch"] = steps * 60 / (time.perf_counter() - t)
+    return result
+
+
+def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> dict:
+    torch = _torch()
+    if torch is not None and kernels.numba_available():
+        import numba
+
+        torch.set_num_threads(numba.get_num_threads())  # the same thread count for both
+    reps = reps or (5 if quick else 10)
+    bandwidth, how = triad_bandwidth()
+    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    dtypes = (np.float32,) if quick else (np.float32, np.float64)
+    jobs = [("batch_norm", lbl, s, a, dt, mode) for lbl, s, a in shapes for dt in dtypes
+            for mode in ("train", "eval")]  # fmt: skip
+    jobs += [
+        ("layer_norm", "(4096, 1024)", (4096, 1024), 1, np.float32, "train"),
+        ("group_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), 1, np.float32, "train"),
+    ]
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs) + 1, desc="bench")
+        except ImportError:
+            bar = None
+    rows = []
+    for job in jobs:
+        rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))
+        if bar:
+            bar.update(1)
+    network = paper_network(100 if quick else 300)
+    if bar:
+        bar.update(1)
+        bar.close()
+    return {
+        "machine": machine(),
+        "bandwidth_GBps": bandwidth / 1e9,
+        "bandwidth_method": how,
+        "reps": reps,
+        "rows": [asdict(r) for r in rows],
+        "paper_network_samples_per_s": network,
+    }
+
+
+NAMES = ("staged (seed 002)", "numpy closed form", "fused (numba)", "pytorch")
+SHORT = ("staged", "numpy", "fused", "torch")
+
+
+def format_report(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"normgrad bench on {m.get('cpu', '?')} ({m['cpus']} cpus)",
+        f"python {m['python']}, numpy {m['numpy']}, numba {m.get('numba', '-')} "
+        f"({m.get('numba_threads', '-')} threads), torch {m.get('torch', '-')} "
+        f"({m.get('torch_threads', '-')} threads)",
+        f"streaming bandwidth {result['bandwidth_GBps']:.1f} GB/s ({result['bandwidth_method']}); "
+        f"medians of {result['reps']} interleaved runs",
+        "",
+        "time in ms (floor = memory-traffic floor: 8 transfers of x for train, 2 for eval)",
+    ]
+    head = f"{'op':<11}{'shape':<23}{'dtype':<8}{'mode':<6}{'floor':>7}"
+    head += "".join(f"{n:>9}" for n in SHORT)
+    lines += [head, "-" * len(head)]
+
+    def key(r):
+        return f"{r['op']:<11}{r['shape']:<23}{r['dtype']:<8}{r['mode']:<6}"
+
+    for r in result["rows"]:
+        cells = "".join(
+            f"{r['times_ms'][n]:9.2f}" if n in r["times_ms"] else f"{'-':>9}" for n in NAMES
+        )
+        lines.append(f"{key(r)}{r['floor_ms']:7.2f}{cells}")
+    lines += ["", "ratios: time / PyTorch's time, and time / floor"]
+    head = f"{'op':<11}{'shape':<23}{'dtype':<8}{'mode':<6}"
+    head += "".join(
+        f"{h:>11}" for h in ("numpy/torch", "fused/torch", "fused/floor", "torch/floor")
+    )
+    lines += [head, "-" * len(head)]
+    for r in result["rows"]:
+        t = r["times_ms"]
+        torch_ms, floor = t.get("pytorch"), r["floor_ms"]
+
+        def ratio(a, b):
+            return f"{a / b:11.2f}" if a is not None and b else f"{'-':>11}"
+
+        lines.append(
+            key(r)
+            + ratio(t.get("numpy closed form"), torch_ms)
+            + ratio(t.get("fused (numba)"), torch_ms)
+            + ratio(t.get("fused (numba)"), floor)
+            + ratio(torch_ms, floor)
+        )
+    lines += ["", "peak extra memory, multiples of x.nbytes (tracemalloc; PyTorch is not traced):"]
+    for r in result["rows"]:
+        if r["mode"] == "train" and r["dtype"] == "float32":
+            extras = ", ".join(f"{k} {v:.1f}" for k, v in r["peak_extra"].items())
+            lines.append(f"  {r['op']} {r['shape']}: {extras}")
+    net = result["paper_network_samples_per_s"]
+    lines += ["", "paper network, 784-100x3-10, sigmoid + BN, batch 60, float32, SGD:"]
+    line = f"  normgrad {net['normgrad']:,.0f} samples/s"
+    if "pytorch" in net:
+        line += f", PyTorch {net['pytorch']:,.0f} samples/s"
+        line += f" (normgrad / PyTorch = {net['normgrad'] / net['pytorch']:.2f})"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=2)
