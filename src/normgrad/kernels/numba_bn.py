@@ -166,7 +166,11 @@ PARALLEL_MIN_SIZE = 1 << 16
 
 
 def _variants(fn):
-    return njit(parallel=True, cache=CACHE)(fn), njit(cache=CACHE)(fn)
+    fast = {"reassoc", "contract"}  # let the sum reductions vectorize (float64 accumulators)
+    return (
+        njit(parallel=True, cache=CACHE, fastmath=fast)(fn),
+        njit(cache=CACHE, fastmath=fast)(fn),
+    )
 
 
 _STATS = _variants(_stats_py) + _variants(_stats2_py)
