@@ -41,6 +41,7 @@ class Row:
     mode: str  # "train" (forward + backward) or "eval" (forward)
     floor_ms: float
     times_ms: dict[str, float] = field(default_factory=dict)
+    first_call_ms: dict[str, float] = field(default_factory=dict)  # includes Numba's compile
     peak_extra: dict[str, float] = field(default_factory=dict)  # in units of x.nbytes
 
 
@@ -201,8 +202,10 @@ def measure_row(op, label, shape, axis, dtype, mode, bandwidth, reps) -> Row:
     methods = _methods(op, x, gamma, beta, dy, axis, mode)
     transfers = 8 if mode == "train" else 2
     row = Row(op, label, np.dtype(dtype).name, mode, 1e3 * transfers * x.nbytes / bandwidth)
-    for f in methods.values():  # warm-up (and Numba's compile, on a first run)
+    for name, f in methods.items():  # warm-up, timed: it holds Numba's compile or cache load
+        t = time.perf_counter()
         f()
+        row.first_call_ms[name] = 1e3 * (time.perf_counter() - t)
     samples: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(reps):
         for name, f in methods.items():
@@ -358,6 +361,13 @@ def format_report(result: dict) -> str:
         if r["mode"] == "train" and r["dtype"] == "float32":
             extras = ", ".join(f"{k} {v:.1f}" for k, v in r["peak_extra"].items())
             lines.append(f"  {r['op']} {r['shape']}: {extras}")
+    first = [r["first_call_ms"].get("fused (numba)", 0.0) for r in result["rows"]]
+    if any(first):
+        lines += [
+            "",
+            f"fused first calls (JIT compile, or loading Numba's on-disk cache): "
+            f"{sum(first) / 1e3:.1f} s in all, the slowest {max(first) / 1e3:.1f} s",
+        ]
     net = result["paper_network_samples_per_s"]
     lines += ["", "paper network, 784-100x3-10, sigmoid + BN, batch 60, float32, SGD:"]
     line = f"  normgrad {net['normgrad']:,.0f} samples/s"
