@@ -247,9 +247,12 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     """
     compute = cache.compute_dtype
     dyw = check_dy(dy, cache).astype(compute, copy=False)
+    inv_std = cache.inv_std.astype(compute)
+    layout = cache.layout
+    if cache.training and layout.reduce_axes == layout.param_sum_axes:
+        return _batch_norm_backward(dyw, cache, inv_std)
     dgamma, dbeta = param_grads(dyw, cache)
     dxhat = dyw * cache.gamma if cache.gamma is not None else dyw
-    inv_std = cache.inv_std.astype(compute)
     if cache.training:
         m = cache.layout.count
         c = m / (m - 1) if cache.bessel else 1.0
@@ -261,3 +264,30 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     else:
         dx = dxhat * inv_std
     return dx.astype(cache.x_dtype, copy=False).reshape(cache.layout.x_shape), dgamma, dbeta
+
+
+def _batch_norm_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray):
+    """Seed 001's form, for layouts whose statistics and parameters share their axes (batch
+    norm): ``sum_R(dxhat) = gamma * dbeta`` and ``sum_R(dxhat * xhat) = gamma * dgamma``, so
+    two reductions give all three gradients::
+
+        dx = gamma * r / M * (M * dy - dbeta - c * xhat * dgamma)
+    """
+    layout, compute = cache.layout, cache.compute_dtype
+    xhat = cache.xhat
+    sum_dy = np.sum(dyw, axis=layout.reduce_axes, keepdims=True, dtype=ACC)
+    sum_dy_xhat = np.sum(dyw * xhat, axis=layout.reduce_axes, keepdims=True, dtype=ACC)
+    m = layout.count
+    c = m / (m - 1) if cache.bessel else 1.0
+    dx = dyw * compute.type(m)
+    dx -= sum_dy.astype(compute)
+    dx -= xhat * (c * sum_dy_xhat).astype(compute)
+    scale = inv_std / m if cache.gamma is None else cache.gamma * inv_std / m
+    dx *= scale.astype(compute)
+
+    def param(s):
+        return s.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    dgamma = None if cache.gamma is None else param(sum_dy_xhat)
+    dbeta = param(sum_dy) if cache.has_beta else None
+    return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
