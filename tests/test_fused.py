@@ -19,19 +19,19 @@ def _compare(call: Call, dtype, dy):
     y1, c1 = call.forward(backend="numpy")
     y2, c2 = call.forward(backend="numba")
     assert c2.backend == "numba" and c1.backend == "numpy"
-    g1, g2 = ng.batch_norm_backward(dy, c1), ng.batch_norm_backward(dy, c2)
+    g1, g2 = call.backward(dy, c1), call.backward(dy, c2)
     tol = TOL[dtype]
     scales = error_scales(call.x.astype(np.float64), call.gamma, dy.astype(np.float64), c1)
     assert_close(y2, y1, rtol=tol, atol=tol * scales["y"], name="y")
     for name, a, b in zip(("dx", "dgamma", "dbeta"), g2, g1, strict=True):
         assert_close(a, b, rtol=tol, atol=tol * scales[name], name=name)
     # the staged backward works on a fused cache too (it recovers xhat from x)
-    staged = ng.batch_norm_backward_staged(dy, c2)
+    staged = call.staged(dy, c2)
     assert_close(staged[0], g1[0], rtol=tol * 100, atol=tol * 100 * scales["dx"], name="staged")
 
 
-@given(norm_calls(ops=("batch_norm",)), st.sampled_from([np.float64, np.float32, np.float16]))
-def test_fused_batch_norm_equals_numpy(call: Call, dtype):
+@given(norm_calls(), st.sampled_from([np.float64, np.float32, np.float16]))
+def test_fused_equals_numpy_for_every_op(call: Call, dtype):
     call.x = call.x.astype(dtype)  # non-contiguous layouts stay non-contiguous only for f64
     if call.gamma is not None:
         call.gamma, call.beta = call.gamma.astype(dtype), call.beta.astype(dtype)
@@ -52,6 +52,26 @@ def test_fused_on_arrays_big_enough_for_the_parallel_kernels(dtype, shape, axis)
     c = shape[axis]
     call = Call("batch_norm", x, rng.standard_normal(c).astype(dtype),
                 rng.standard_normal(c).astype(dtype), {"channel_axis": axis})  # fmt: skip
+    assert x.size >= kernels.AUTO_MIN_SIZE
+    _compare(call, dtype, rng.standard_normal(shape).astype(dtype))
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "extra", "kwargs"),
+    [
+        ("layer_norm", (256, 300), (), {}),
+        ("layer_norm", (16, 6, 400), (), {"normalized_ndim": 2}),
+        ("group_norm", (8, 12, 24, 24), (3,), {}),
+        ("instance_norm", (8, 6, 40, 40), (), {}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_per_sample_norms_on_big_arrays(op, shape, extra, kwargs, dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 2 + 50).astype(dtype)
+    p = shape[-kwargs.get("normalized_ndim", 1) :] if op == "layer_norm" else (shape[1],)
+    call = Call(op, x, rng.standard_normal(p).astype(dtype), rng.standard_normal(p).astype(dtype),
+                kwargs, extra[0] if extra else None)  # fmt: skip
     assert x.size >= kernels.AUTO_MIN_SIZE
     _compare(call, dtype, rng.standard_normal(shape).astype(dtype))
 

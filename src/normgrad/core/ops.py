@@ -78,15 +78,26 @@ def _affine_params(layout: NormLayout, gamma, beta, what: str):
     return gamma, beta
 
 
-def _normalize_with_own_stats(layout, x, gamma, beta, *, eps, bessel, what, at_least_two):
+def _normalize_with_own_stats(
+    layout, x, gamma, beta, *, eps, bessel, what, at_least_two, backend=None
+):
     """Layer, group and instance norm: validate the rest, then normalize with the input's
     own statistics (they have no running statistics and no eval mode)."""
     gamma, beta = _affine_params(layout, gamma, beta, what)
     bessel = _check_bessel(bessel)
     eps = v.check_eps(eps)
     _require_values(layout, at_least_two=at_least_two, bessel=bessel)
-    y, cache, _ = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    use_fused = kernels.resolve(backend, x.size) == "numba" and fused.rows_supported(layout)
+    forward = fused.rows_forward if use_fused else normalize_forward
+    y, cache, _ = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
     return y, cache
+
+
+def _backward(dy, cache, op):
+    cache = check_cache(cache, op)
+    if cache.backend == "numba":
+        return fused.backward_any(check_dy(dy, cache).reshape(cache.layout.x_shape), cache)
+    return normalize_backward(dy, cache)
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -184,10 +195,7 @@ def batch_norm_backward(dy, cache: NormCache) -> Grads:
         ``(dx, dgamma, dbeta)``: dx with x's shape and dtype; dgamma and dbeta ``(C,)``, summed
         over the batch and spatial axes, or None where gamma/beta were None.
     """
-    cache = check_cache(cache, "batch_norm")
-    if cache.backend == "numba":
-        return fused.backward(check_dy(dy, cache).reshape(cache.layout.x_shape), cache)
-    return normalize_backward(dy, cache)
+    return _backward(dy, cache, "batch_norm")
 
 
 def batch_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
@@ -204,7 +212,14 @@ def batch_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = Fal
 
 
 def layer_norm_forward(
-    x, gamma, beta, *, normalized_ndim: int = 1, eps: float = 1e-5, bessel: bool = False
+    x,
+    gamma,
+    beta,
+    *,
+    normalized_ndim: int = 1,
+    eps: float = 1e-5,
+    bessel: bool = False,
+    backend: str | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """Layer normalization over the last ``normalized_ndim`` axes of each sample.
 
@@ -214,6 +229,7 @@ def layer_norm_forward(
         gamma, beta: elementwise affine of shape ``x.shape[-normalized_ndim:]``, or None.
         eps: added to the variance under the square root, > 0.
         bessel: use the Bessel-corrected variance.
+        backend: as for :func:`batch_norm_forward`.
 
     Returns:
         ``(y, cache)``; there are no running statistics (train and eval are the same).
@@ -223,13 +239,13 @@ def layer_norm_forward(
     v.check_min_ndim("x", x, k, f"(..., *normalized) with at least normalized_ndim={k} dims")
     return _normalize_with_own_stats(
         layer_norm_layout(x.shape, k), x, gamma, beta, eps=eps, bessel=bessel,
-        what=f"the last {k} dims of x", at_least_two=False,
+        what=f"the last {k} dims of x", at_least_two=False, backend=backend,
     )  # fmt: skip
 
 
 def layer_norm_backward(dy, cache: NormCache) -> Grads:
     """Closed-form layer-norm backward; dgamma/dbeta have the normalized shape."""
-    return normalize_backward(dy, check_cache(cache, "layer_norm"))
+    return _backward(dy, cache, "layer_norm")
 
 
 def layer_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
@@ -241,7 +257,14 @@ def layer_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = Fal
 
 
 def group_norm_forward(
-    x, gamma, beta, num_groups: int, *, eps: float = 1e-5, bessel: bool = False
+    x,
+    gamma,
+    beta,
+    num_groups: int,
+    *,
+    eps: float = 1e-5,
+    bessel: bool = False,
+    backend: str | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """Group normalization: per (sample, group) statistics, per-channel affine.
 
@@ -252,6 +275,7 @@ def group_norm_forward(
         num_groups: a positive divisor of C.
         eps: added to the variance under the square root, > 0.
         bessel: use the Bessel-corrected variance.
+        backend: as for :func:`batch_norm_forward`.
     """
     x = v.as_float_array("x", x)
     v.check_min_ndim("x", x, 2, "(N, C, *spatial) with at least 2 dimensions")
@@ -264,7 +288,7 @@ def group_norm_forward(
         )
     return _normalize_with_own_stats(
         group_norm_layout(x.shape, g), x, gamma, beta, eps=eps, bessel=bessel,
-        what="one value per channel, x.shape[1]", at_least_two=False,
+        what="one value per channel, x.shape[1]", at_least_two=False, backend=backend,
     )  # fmt: skip
 
 
@@ -274,7 +298,7 @@ def group_norm_backward(dy, cache: NormCache) -> Grads:
     The affine is per channel but the reduction per group, so dxhat is formed first and the
     batch-norm shortcut (``sum(dxhat) = gamma * dbeta``) does not apply.
     """
-    return normalize_backward(dy, check_cache(cache, "group_norm"))
+    return _backward(dy, cache, "group_norm")
 
 
 def group_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
@@ -286,7 +310,7 @@ def group_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = Fal
 
 
 def instance_norm_forward(
-    x, gamma, beta, *, eps: float = 1e-5, bessel: bool = False
+    x, gamma, beta, *, eps: float = 1e-5, bessel: bool = False, backend: str | None = None
 ) -> tuple[np.ndarray, NormCache]:
     """Instance normalization: per (sample, channel) statistics over the spatial axes.
 
@@ -300,13 +324,13 @@ def instance_norm_forward(
     # PyTorch, too, refuses one spatial element per (sample, channel).
     return _normalize_with_own_stats(
         instance_norm_layout(x.shape), x, gamma, beta, eps=eps, bessel=bessel,
-        what="one value per channel, x.shape[1]", at_least_two=True,
+        what="one value per channel, x.shape[1]", at_least_two=True, backend=backend,
     )  # fmt: skip
 
 
 def instance_norm_backward(dy, cache: NormCache) -> Grads:
     """Closed-form instance-norm backward; dgamma/dbeta are ``(C,)``."""
-    return normalize_backward(dy, check_cache(cache, "instance_norm"))
+    return _backward(dy, cache, "instance_norm")
 
 
 def instance_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):

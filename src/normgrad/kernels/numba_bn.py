@@ -234,3 +234,131 @@ def grad_input(dy3, x3, mean, kp, kq, kr) -> np.ndarray:
     kernel, nchunks, view = _pick(_GRAD_INPUT, x3)
     kernel(view(dy3), view(x3), *consts, view(out), nchunks)
     return out
+
+
+# --------------------------------------------------------------------------- per-sample norms
+# Layer, group and instance norm take their statistics per row of a view (R, K, S) -- R
+# rows (samples x groups), each normalized over its K * S values -- while gamma and beta
+# vary along K and repeat every G rows: the parameter of element (r, k, s) is
+# gamma2[r % G, k]. Layer norm is (N, D, 1) with G = 1; group norm (N*G, C/G, spatial);
+# instance norm (N*C, 1, spatial) with G = C.
+
+
+def _row_stats_py(x, out_mean, out_m2):
+    r_len, k_len, s_len = x.shape
+    for r in prange(r_len):
+        shift = np.float64(x[r, 0, 0])
+        acc1 = 0.0
+        acc2 = 0.0
+        for k in range(k_len):
+            for s in range(s_len):
+                d = np.float64(x[r, k, s]) - shift
+                acc1 += d
+                acc2 += d * d
+        n = k_len * s_len
+        mean_shifted = acc1 / n
+        out_mean[r] = shift + mean_shifted
+        out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
+
+
+def _row_affine_py(x, mean, inv_std, gamma2, beta2, out):
+    r_len, k_len, s_len = x.shape
+    groups = gamma2.shape[0]
+    for r in prange(r_len):
+        m = mean[r]
+        rs = inv_std[r]
+        gi = r % groups
+        for k in range(k_len):
+            a = rs * gamma2[gi, k]
+            b = beta2[gi, k]
+            for s in range(s_len):
+                out[r, k, s] = (x[r, k, s] - m) * a + b
+
+
+def _row_grad_sums_py(dy, x, mean, inv_std, gamma2, s1, s2, dgamma_parts, dbeta_parts, nchunks):
+    r_len, k_len, s_len = x.shape
+    groups = gamma2.shape[0]
+    step = (r_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        for r in range(t * step, min(r_len, (t + 1) * step)):
+            m = mean[r]
+            rs = inv_std[r]
+            gi = r % groups
+            acc1 = 0.0
+            acc2 = 0.0
+            for k in range(k_len):
+                g = np.float64(gamma2[gi, k])
+                pg = 0.0  # sum over s of dy * xhat, for dgamma
+                pb = 0.0  # sum over s of dy, for dbeta
+                for s in range(s_len):
+                    d = np.float64(dy[r, k, s])
+                    xm = np.float64(x[r, k, s]) - m
+                    pg += d * xm
+                    pb += d
+                acc1 += g * pb
+                acc2 += g * pg
+                dgamma_parts[t, gi, k] += pg * rs
+                dbeta_parts[t, gi, k] += pb
+            s1[r] = acc1
+            s2[r] = acc2
+
+
+def _row_grad_input_py(dy, x, mean, kp, kq, kr, gamma2, out):
+    r_len, k_len, s_len = x.shape
+    groups = gamma2.shape[0]
+    for r in prange(r_len):
+        m = mean[r]
+        p = kp[r]
+        q = kq[r]
+        o = kr[r]
+        gi = r % groups
+        for k in range(k_len):
+            pg = p * gamma2[gi, k]
+            for s in range(s_len):
+                out[r, k, s] = pg * dy[r, k, s] + q * (x[r, k, s] - m) + o
+
+
+_ROW_STATS = _variants(_row_stats_py)
+_ROW_AFFINE = _variants(_row_affine_py)
+_ROW_GRAD_SUMS = _variants(_row_grad_sums_py)
+_ROW_GRAD_INPUT = _variants(_row_grad_input_py)
+
+
+def _row_kernel(variants, x3):
+    return variants[0] if x3.size >= PARALLEL_MIN_SIZE else variants[1]
+
+
+def row_moments(x3):
+    """Per-row mean and M2 of the (R, K, S) view, float64."""
+    mean = np.empty(x3.shape[0])
+    m2 = np.empty(x3.shape[0])
+    _row_kernel(_ROW_STATS, x3)(x3, mean, m2)
+    return mean, m2
+
+
+def row_affine(x3, mean, inv_std, gamma2, beta2):
+    dt = x3.dtype
+    out = np.empty(x3.shape, dtype=dt)
+    _row_kernel(_ROW_AFFINE, x3)(x3, mean, inv_std, gamma2.astype(dt), beta2.astype(dt), out)
+    return out
+
+
+def row_grad_sums(dy3, x3, mean, inv_std, gamma2):
+    """Per row: sum(dy * g) and sum(dy * g * (x - mean)); per (G, K): dgamma and dbeta."""
+    r_len = x3.shape[0]
+    serial = x3.size < PARALLEL_MIN_SIZE
+    nchunks = 1 if serial else _chunks(r_len)
+    s1, s2 = np.empty(r_len), np.empty(r_len)
+    dg = np.zeros((nchunks, *gamma2.shape))
+    db = np.zeros((nchunks, *gamma2.shape))
+    kernel = _ROW_GRAD_SUMS[1] if serial else _ROW_GRAD_SUMS[0]
+    kernel(dy3, x3, mean, inv_std, gamma2.astype(np.float64), s1, s2, dg, db, nchunks)
+    return s1, s2, dg.sum(axis=0), db.sum(axis=0)
+
+
+def row_grad_input(dy3, x3, mean, kp, kq, kr, gamma2):
+    dt = x3.dtype
+    out = np.empty(x3.shape, dtype=dt)
+    consts = [a.astype(dt) for a in (mean, kp, kq, kr, gamma2)]
+    _row_kernel(_ROW_GRAD_INPUT, x3)(dy3, x3, *consts[:4], consts[4], out)
+    return out
