@@ -139,11 +139,16 @@ def _methods(op: str, x, gamma, beta, dy, axis: int, mode: str) -> dict[str, Cal
         bwd = getattr(ng, f"{op}_backward")
         extra = (4,) if op == "group_norm" else ()
 
-        def f():
-            _, cache = fwd(x, gamma, beta, *extra)
-            return bwd(dy, cache)
+        def run_other(backend):
+            def f():
+                _, cache = fwd(x, gamma, beta, *extra, backend=backend)
+                return bwd(dy, cache)
 
-        out["numpy closed form"] = f
+            return f
+
+        out["numpy closed form"] = run_other("numpy")
+        if kernels.numba_available():
+            out["fused (numba)"] = run_other("numba")
     torch = _torch()
     if torch is not None:
         out["pytorch"] = _torch_method(torch, op, x, gamma, beta, dy, axis, mode)

@@ -318,28 +318,103 @@ def _row_grad_input_py(dy, x, mean, kp, kq, kr, gamma2, out):
                 out[r, k, s] = pg * dy[r, k, s] + q * (x[r, k, s] - m) + o
 
 
-_ROW_STATS = _variants(_row_stats_py)
-_ROW_AFFINE = _variants(_row_affine_py)
-_ROW_GRAD_SUMS = _variants(_row_grad_sums_py)
-_ROW_GRAD_INPUT = _variants(_row_grad_input_py)
+# S == 1 (layer norm over a feature axis): the same passes with the inner loop over the
+# contiguous K axis, so that it vectorizes.
 
 
-def _row_kernel(variants, x3):
-    return variants[0] if x3.size >= PARALLEL_MIN_SIZE else variants[1]
+def _row_stats2_py(x, out_mean, out_m2):
+    r_len, k_len = x.shape
+    for r in prange(r_len):
+        shift = np.float64(x[r, 0])
+        acc1 = 0.0
+        acc2 = 0.0
+        for k in range(k_len):
+            d = np.float64(x[r, k]) - shift
+            acc1 += d
+            acc2 += d * d
+        mean_shifted = acc1 / k_len
+        out_mean[r] = shift + mean_shifted
+        out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
+
+
+def _row_affine2_py(x, mean, inv_std, gamma2, beta2, out):
+    r_len, k_len = x.shape
+    groups = gamma2.shape[0]
+    for r in prange(r_len):
+        m = mean[r]
+        rs = inv_std[r]
+        gi = r % groups
+        for k in range(k_len):
+            out[r, k] = (x[r, k] - m) * (rs * gamma2[gi, k]) + beta2[gi, k]
+
+
+def _row_grad_sums2_py(dy, x, mean, inv_std, gamma2, s1, s2, dgamma_parts, dbeta_parts, nchunks):
+    r_len, k_len = x.shape
+    groups = gamma2.shape[0]
+    step = (r_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        for r in range(t * step, min(r_len, (t + 1) * step)):
+            m = mean[r]
+            rs = inv_std[r]
+            gi = r % groups
+            acc1 = 0.0
+            acc2 = 0.0
+            for k in range(k_len):
+                d = np.float64(dy[r, k])
+                xm = np.float64(x[r, k]) - m
+                g = gamma2[gi, k]
+                acc1 += g * d
+                acc2 += g * d * xm
+                dgamma_parts[t, gi, k] += d * xm * rs
+                dbeta_parts[t, gi, k] += d
+            s1[r] = acc1
+            s2[r] = acc2
+
+
+def _row_grad_input2_py(dy, x, mean, kp, kq, kr, gamma2, out):
+    r_len, k_len = x.shape
+    groups = gamma2.shape[0]
+    for r in prange(r_len):
+        m = mean[r]
+        p = kp[r]
+        q = kq[r]
+        o = kr[r]
+        gi = r % groups
+        for k in range(k_len):
+            out[r, k] = p * gamma2[gi, k] * dy[r, k] + q * (x[r, k] - m) + o
+
+
+_ROW_STATS = _variants(_row_stats_py) + _variants(_row_stats2_py)
+_ROW_AFFINE = _variants(_row_affine_py) + _variants(_row_affine2_py)
+_ROW_GRAD_SUMS = _variants(_row_grad_sums_py) + _variants(_row_grad_sums2_py)
+_ROW_GRAD_INPUT = _variants(_row_grad_input_py) + _variants(_row_grad_input2_py)
+
+
+def _row_pick(variants, x3):
+    """(kernel, view) for this shape: the 2-D variants when S == 1; serial when small."""
+    two_d = x3.shape[2] == 1
+    kernel = variants[2 * two_d + (x3.size < PARALLEL_MIN_SIZE)]
+
+    def view(a):
+        return a.reshape(a.shape[0], a.shape[1]) if two_d else a
+
+    return kernel, view
 
 
 def row_moments(x3):
     """Per-row mean and M2 of the (R, K, S) view, float64."""
     mean = np.empty(x3.shape[0])
     m2 = np.empty(x3.shape[0])
-    _row_kernel(_ROW_STATS, x3)(x3, mean, m2)
+    kernel, view = _row_pick(_ROW_STATS, x3)
+    kernel(view(x3), mean, m2)
     return mean, m2
 
 
 def row_affine(x3, mean, inv_std, gamma2, beta2):
     dt = x3.dtype
     out = np.empty(x3.shape, dtype=dt)
-    _row_kernel(_ROW_AFFINE, x3)(x3, mean, inv_std, gamma2.astype(dt), beta2.astype(dt), out)
+    kernel, view = _row_pick(_ROW_AFFINE, x3)
+    kernel(view(x3), mean, inv_std, gamma2.astype(dt), beta2.astype(dt), view(out))
     return out
 
 
@@ -351,8 +426,8 @@ def row_grad_sums(dy3, x3, mean, inv_std, gamma2):
     s1, s2 = np.empty(r_len), np.empty(r_len)
     dg = np.zeros((nchunks, *gamma2.shape))
     db = np.zeros((nchunks, *gamma2.shape))
-    kernel = _ROW_GRAD_SUMS[1] if serial else _ROW_GRAD_SUMS[0]
-    kernel(dy3, x3, mean, inv_std, gamma2.astype(np.float64), s1, s2, dg, db, nchunks)
+    kernel, view = _row_pick(_ROW_GRAD_SUMS, x3)
+    kernel(view(dy3), view(x3), mean, inv_std, gamma2.astype(np.float64), s1, s2, dg, db, nchunks)
     return s1, s2, dg.sum(axis=0), db.sum(axis=0)
 
 
@@ -360,5 +435,6 @@ def row_grad_input(dy3, x3, mean, kp, kq, kr, gamma2):
     dt = x3.dtype
     out = np.empty(x3.shape, dtype=dt)
     consts = [a.astype(dt) for a in (mean, kp, kq, kr, gamma2)]
-    _row_kernel(_ROW_GRAD_INPUT, x3)(dy3, x3, *consts[:4], consts[4], out)
+    kernel, view = _row_pick(_ROW_GRAD_INPUT, x3)
+    kernel(view(dy3), view(x3), *consts, view(out))
     return out
