@@ -119,21 +119,29 @@ class Moments(NamedTuple):
     xmu: np.ndarray  # x - mean, compute dtype, the view's shape
 
 
-def moments(xw: np.ndarray, layout: NormLayout) -> Moments:
-    """Two-pass mean and M2 of ``xw`` (the view of x) over ``layout.reduce_axes``."""
+def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = None) -> Moments:
+    """Two-pass mean and M2 of ``xw`` (the view of x) over ``layout.reduce_axes``.
+
+    ``scratch``, an array of xw's shape in the compute dtype, receives the squares (so the
+    caller can reuse it, e.g. for the output) instead of a new temporary.
+    """
     compute = compute_dtype(xw.dtype)
     axes = layout.reduce_axes
     mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
     xmu = np.subtract(xw, mean.astype(compute), dtype=compute)
-    m2 = np.sum(np.square(xmu), axis=axes, keepdims=True, dtype=ACC)
+    m2 = np.sum(np.square(xmu, out=scratch), axis=axes, keepdims=True, dtype=ACC)
     return Moments(layout.count, mean, m2, xmu)
 
 
-def _affine(xhat, gamma_b, beta_b, out_dtype):
-    y = xhat * gamma_b if gamma_b is not None else xhat.copy()
+def _affine(xhat, gamma_b, beta_b, out):
+    """``out = gamma * xhat + beta`` (either may be None), written into ``out``."""
+    if gamma_b is not None:
+        np.multiply(xhat, gamma_b, out=out)
+    else:
+        np.copyto(out, xhat)
     if beta_b is not None:
-        y += beta_b
-    return y.astype(out_dtype, copy=False)
+        out += beta_b
+    return out
 
 
 def normalize_forward(
@@ -160,8 +168,11 @@ def normalize_forward(
     """
     compute = compute_dtype(x.dtype)
     xw = x.reshape(layout.work_shape)
+    # One buffer the size of x serves twice: for the squares of the variance pass, then
+    # for the output. With xhat, that is all the forward allocates.
+    out = np.empty(layout.work_shape, dtype=compute)
     if stats is None:
-        mom = moments(xw, layout)
+        mom = moments(xw, layout, scratch=out)
         mean = mom.mean
         var = mom.m2 / (mom.count - 1 if bessel else mom.count)
         xhat = mom.xmu  # centred in place below: it is our own temporary
@@ -175,7 +186,7 @@ def normalize_forward(
 
     gamma_b = None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast)
     beta_b = None if beta is None else beta.astype(compute).reshape(layout.param_bcast)
-    y = _affine(xhat, gamma_b, beta_b, x.dtype).reshape(layout.x_shape)
+    y = _affine(xhat, gamma_b, beta_b, out).astype(x.dtype, copy=False).reshape(layout.x_shape)
 
     param_dtype = next((p.dtype for p in (gamma, beta) if p is not None), x.dtype)
     cache = NormCache(
