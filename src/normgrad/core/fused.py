@@ -24,6 +24,29 @@ def _channel_axis(layout: NormLayout) -> int:
     return next(a for a, n in enumerate(layout.param_bcast) if a not in layout.reduce_axes)
 
 
+def _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training) -> NormCache:
+    """A fused cache: x (as the kernels saw it) instead of xhat; statistics in float64."""
+    stats_shape = layout.stats_shape
+    return NormCache(
+        layout=layout,
+        training=training,
+        bessel=bessel,
+        eps=eps,
+        stored_xhat=None,
+        mean=mean.reshape(stats_shape),
+        var=var.reshape(stats_shape),
+        inv_std=inv_std.reshape(stats_shape),
+        gamma=None
+        if gamma is None
+        else gamma.astype(compute_dtype(x.dtype)).reshape(layout.param_bcast),
+        has_beta=beta is not None,
+        x_dtype=x.dtype,
+        param_dtype=next((p.dtype for p in (gamma, beta) if p is not None), x.dtype),
+        x_work=x3,
+        backend="numba",
+    )
+
+
 def forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=None):
     """Same contract as :func:`normgrad.core.normalize.normalize_forward` (batch norm)."""
     k = _kernels()
@@ -42,23 +65,7 @@ def forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=None):
     g = np.ones(c) if gamma is None else gamma.astype(np.float64)
     b = np.zeros(c) if beta is None else beta.astype(np.float64)
     y = k.affine(x3, mean, g * inv_std, b).astype(x.dtype, copy=False).reshape(x.shape)
-    stats_shape = layout.stats_shape
-    cache = NormCache(
-        layout=layout,
-        training=stats is None,
-        bessel=bessel,
-        eps=eps,
-        stored_xhat=None,
-        mean=mean.reshape(stats_shape),
-        var=var.reshape(stats_shape),
-        inv_std=inv_std.reshape(stats_shape),
-        gamma=None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast),
-        has_beta=beta is not None,
-        x_dtype=x.dtype,
-        param_dtype=next((p.dtype for p in (gamma, beta) if p is not None), x.dtype),
-        x_work=x3,
-        backend="numba",
-    )
+    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, stats is None)
     return y, cache, mom
 
 
@@ -131,23 +138,7 @@ def rows_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel):
     g2 = (np.ones(layout.param_shape) if gamma is None else gamma).reshape(groups, -1)
     b2 = (np.zeros(layout.param_shape) if beta is None else beta).reshape(groups, -1)
     y = k.row_affine(x3, mean, inv_std, g2, b2).astype(x.dtype, copy=False).reshape(x.shape)
-    stats_shape = layout.stats_shape
-    cache = NormCache(
-        layout=layout,
-        training=True,
-        bessel=bessel,
-        eps=eps,
-        stored_xhat=None,
-        mean=mean.reshape(stats_shape),
-        var=var.reshape(stats_shape),
-        inv_std=inv_std.reshape(stats_shape),
-        gamma=None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast),
-        has_beta=beta is not None,
-        x_dtype=x.dtype,
-        param_dtype=next((p.dtype for p in (gamma, beta) if p is not None), x.dtype),
-        x_work=x3,
-        backend="numba",
-    )
+    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, True)
     return y, cache, None
 
 

@@ -36,6 +36,11 @@ PAPER = {  # the paper's setting, plus the two numbers it leaves open (chosen by
 }
 
 
+def default_dataset(data_dir: str | None) -> str:
+    """Fashion-MNIST when its files are there (Debian's package or data_dir), else digits."""
+    return "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+
+
 def sigmoid_input_probe(x_probe: np.ndarray):
     """Percentiles of the last hidden layer's UNIT, just before its sigmoid (eval mode)."""
 
@@ -86,8 +91,7 @@ def ioffe2015(
 ) -> dict:
     """Train both networks, write everything to ``out_dir``; returns the summary."""
     out = Path(out_dir)
-    if dataset is None:
-        dataset = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    dataset = dataset or default_dataset(data_dir)
     data = load_dataset(dataset, data_dir)
     log(f"dataset: {dataset} ({data.source}), {len(data.x_train)} train / {len(data.x_test)} test")
     eval_every = max(1, steps // 100)
@@ -250,8 +254,7 @@ def weight_scale(
 ) -> dict:
     """The course's two experiments: BN vs none across weight scales, and batch size."""
     out = Path(out_dir)
-    if dataset is None:
-        dataset = "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    dataset = dataset or default_dataset(data_dir)
     small = _small_split(load_dataset(dataset, data_dir))
     log(f"dataset: {dataset} ({small.source}), {NUM_TRAIN} train / {NUM_VAL} validation images")
     scales = np.logspace(-4, 0, num=num_scales)
