@@ -69,6 +69,8 @@ class NormCache:
         param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
         x_work: the fused path's contiguous copy or view of x (in the compute dtype).
         backend: ``"numpy"`` or ``"numba"``, the implementation that made the cache.
+        comm: the communicator the statistics were synchronized over, or None.
+        global_count: M over all ranks when synchronized (see ``count``).
     """
 
     layout: NormLayout
@@ -85,6 +87,13 @@ class NormCache:
     param_dtype: np.dtype
     x_work: np.ndarray | None = None
     backend: str = "numpy"
+    comm: object = None
+    global_count: int | None = None
+
+    @property
+    def count(self) -> int:
+        """M: values per group, over every rank when the statistics were synchronized."""
+        return self.layout.count if self.global_count is None else self.global_count
 
     @property
     def op(self) -> str:
@@ -133,6 +142,27 @@ def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = Non
     return Moments(layout.count, mean, m2, xmu)
 
 
+def synchronized_moments(xw: np.ndarray, layout: NormLayout, comm) -> Moments:
+    """Moments over the union of every rank's x; a rank may hold no values at all."""
+    from normgrad.dist import allgather_moments
+
+    count = layout.count
+    if count:
+        local = moments(xw, layout)
+        mean, m2 = local.mean, local.m2
+    else:
+        mean = np.zeros(layout.stats_shape)
+        m2 = np.zeros(layout.stats_shape)
+    total, g_mean, g_m2 = allgather_moments(comm, count, mean, m2)
+    if total <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size "
+            f"{layout.x_shape} on this rank and {total} value(s) per channel over all ranks"
+        )
+    shape = layout.stats_shape
+    return Moments(total, g_mean.reshape(shape), g_m2.reshape(shape), None)
+
+
 def _affine(xhat, gamma_b, beta_b, out):
     """``out = gamma * xhat + beta`` (either may be None), written into ``out``."""
     if gamma_b is not None:
@@ -153,6 +183,7 @@ def normalize_forward(
     eps: float,
     bessel: bool = False,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    comm=None,
 ) -> tuple[np.ndarray, NormCache, Moments | None]:
     """Normalize ``x`` over ``layout.reduce_axes`` and apply the affine map.
 
@@ -161,6 +192,8 @@ def normalize_forward(
         gamma, beta: shape ``layout.param_shape`` or None.
         stats: ``(mean, var)`` to use instead of batch statistics (eval mode), each
             broadcastable to ``layout.stats_shape``.
+        comm: an MPI communicator: the statistics are those of the union of every rank's
+            x (Chan's formula over one Allgather); the ranks may hold different N, even 0.
 
     Returns:
         ``(y, cache, moments)``: y with x's shape and dtype; the cache for the backward;
@@ -171,7 +204,12 @@ def normalize_forward(
     # One buffer the size of x serves twice: for the squares of the variance pass, then
     # for the output. With xhat, that is all the forward allocates.
     out = np.empty(layout.work_shape, dtype=compute)
-    if stats is None:
+    if stats is None and comm is not None:
+        mom = synchronized_moments(xw, layout, comm)
+        var = mom.m2 / (mom.count - 1 if bessel else mom.count)
+        mean = mom.mean
+        xhat = np.subtract(xw, mean.astype(compute), dtype=compute)
+    elif stats is None:
         mom = moments(xw, layout, scratch=out)
         mean = mom.mean
         var = mom.m2 / (mom.count - 1 if bessel else mom.count)
@@ -202,6 +240,8 @@ def normalize_forward(
         has_beta=beta is not None,
         x_dtype=x.dtype,
         param_dtype=param_dtype,
+        comm=comm if stats is None else None,
+        global_count=mom.count if comm is not None and mom is not None else None,
     )
     return y, cache, mom
 
@@ -260,12 +300,12 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     dyw = check_dy(dy, cache).astype(compute, copy=False)
     inv_std = cache.inv_std.astype(compute)
     layout = cache.layout
-    if cache.training and layout.reduce_axes == layout.param_sum_axes:
+    if cache.training and layout.op == "batch_norm":
         return _batch_norm_backward(dyw, cache, inv_std)
     dgamma, dbeta = param_grads(dyw, cache)
     dxhat = dyw * cache.gamma if cache.gamma is not None else dyw
     if cache.training:
-        m = cache.layout.count
+        m = cache.count
         c = m / (m - 1) if cache.bessel else 1.0
         xhat = cache.xhat
         dx = dxhat * m
@@ -288,17 +328,23 @@ def _batch_norm_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray)
     xhat = cache.xhat
     sum_dy = np.sum(dyw, axis=layout.reduce_axes, keepdims=True, dtype=ACC)
     sum_dy_xhat = np.sum(dyw * xhat, axis=layout.reduce_axes, keepdims=True, dtype=ACC)
-    m = layout.count
+
+    def param(s):
+        return s.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    # dgamma and dbeta are this rank's own contributions (their all-reduce is the
+    # optimizer's, as for every other parameter); dx needs the sums over all ranks.
+    dgamma = None if cache.gamma is None else param(sum_dy_xhat)
+    dbeta = param(sum_dy) if cache.has_beta else None
+    if cache.comm is not None:
+        from normgrad.dist import allreduce_sum
+
+        sum_dy, sum_dy_xhat = allreduce_sum(cache.comm, sum_dy, sum_dy_xhat)
+    m = cache.count
     c = m / (m - 1) if cache.bessel else 1.0
     dx = dyw * compute.type(m)
     dx -= sum_dy.astype(compute)
     dx -= xhat * (c * sum_dy_xhat).astype(compute)
     scale = inv_std / m if cache.gamma is None else cache.gamma * inv_std / m
     dx *= scale.astype(compute)
-
-    def param(s):
-        return s.reshape(layout.param_shape).astype(cache.param_dtype)
-
-    dgamma = None if cache.gamma is None else param(sum_dy_xhat)
-    dbeta = param(sum_dy) if cache.has_beta else None
     return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta

@@ -116,6 +116,7 @@ def batch_norm_forward(
     channel_axis: int = 1,
     bessel: bool = False,
     backend: str | None = None,
+    comm=None,
 ) -> tuple[np.ndarray, NormCache]:
     """Batch normalization: per-channel statistics over the batch and spatial axes.
 
@@ -137,6 +138,12 @@ def batch_norm_forward(
             Numba's fused kernels for arrays of 32768 elements or more when Numba is
             installed, else NumPy), ``"numpy"`` or ``"numba"`` (``pip install
             'normgrad[fast]'``). The backward uses the backend its cache was made with.
+        comm: an mpi4py communicator for synchronized batch norm (data-parallel): the
+            statistics are those of the concatenation of every rank's x (ranks may hold
+            different N, even 0), in one collective per pass; the running statistics come
+            out identical on every rank. The backward all-reduces its two sums in one
+            collective and returns this rank's own dgamma/dbeta contributions (sum them
+            across ranks with the other gradients). Uses the NumPy path.
 
     Returns:
         ``(y, cache)``: y with x's shape and dtype, and the :class:`NormCache` for
@@ -160,6 +167,8 @@ def batch_norm_forward(
     running_var = v.check_running("running_var", running_var, layout.param_shape)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together, or neither")
+    if comm is not None:
+        backend = "numpy"  # the synchronized statistics live in the NumPy path
     forward = fused.forward if kernels.resolve(backend, x.size) == "numba" else normalize_forward
 
     if not training:
@@ -173,8 +182,11 @@ def batch_norm_forward(
         )
         return y, cache
 
-    _require_values(layout, at_least_two=True, bessel=bessel)
-    y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    if comm is not None:  # the count that matters is the global one, checked there
+        y, cache, mom = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel, comm=comm)
+    else:
+        _require_values(layout, at_least_two=True, bessel=bessel)
+        y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
     if running_mean is not None:
         c = layout.param_shape
         batch_mean = mom.mean.reshape(c)

@@ -64,10 +64,15 @@ def staged_backward(dy, cache: NormCache, *, return_steps: bool = False, _op: st
         Equal to the closed form to rounding.
     """
     cache = check_cache(cache, _op)
+    if cache.comm is not None:
+        raise ValueError(
+            "the staged backward is single-process; a synchronized cache (comm=...) needs "
+            "batch_norm_backward"
+        )
     layout = cache.layout
     compute = cache.compute_dtype
     dout = check_dy(dy, cache).astype(compute, copy=False)
-    m = layout.count
+    m = cache.count
     gamma, xhat = cache.gamma, cache.xhat
     var = cache.var.astype(compute)
     sqrtvar = np.sqrt(cache.var + cache.eps).astype(compute)

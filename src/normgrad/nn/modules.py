@@ -177,6 +177,7 @@ class BatchNorm(_Norm):
     Running statistics follow PyTorch: ``momentum`` (default 0.1) weights the *new* batch,
     the running variance is unbiased, and ``momentum=None`` keeps a cumulative average over
     the batches seen. ``track_running_stats=False`` uses batch statistics in eval mode too.
+    ``comm`` (an mpi4py communicator) synchronizes the training statistics across ranks.
     """
 
     def __init__(
@@ -189,9 +190,11 @@ class BatchNorm(_Norm):
         track_running_stats: bool = True,
         channel_axis: int = 1,
         dtype=np.float64,
+        comm=None,
     ):
         super().__init__((num_features,), affine, dtype)
         self.eps, self.momentum, self.channel_axis = eps, momentum, channel_axis
+        self.comm = comm  # an mpi4py communicator: synchronized batch norm in training
         self.track_running_stats = track_running_stats
         if track_running_stats:
             self._buffers = {
@@ -204,6 +207,8 @@ class BatchNorm(_Norm):
         gamma, beta = self._affine()
         use_batch = self.training or not self.track_running_stats
         kw = {"eps": self.eps, "channel_axis": self.channel_axis}
+        if self.training and self.comm is not None:
+            kw["comm"] = self.comm
         if use_batch and self.track_running_stats and self.training:
             self._buffers["num_batches_tracked"] += 1
             n = int(self._buffers["num_batches_tracked"])
