@@ -34,3 +34,38 @@ def test_a_failing_rank_ends_the_job_nonzero_within_a_time_bound():
     assert result.returncode != 0
     assert "rank 1 fails on purpose" in result.stderr
     assert time.monotonic() - start < 60
+
+
+def _train(out, *extra, k=None):
+    args = ["--dataset", "digits", "--dtype", "float64", "--steps", "30", "--batch-size", "50",
+            "--checkpoint-every", "10", "--out", str(out), "--no-progress", *extra]  # fmt: skip
+    cmd = [sys.executable, "-m", "normgrad", "train", *args]
+    if k is not None:
+        cmd = [MPIEXEC, "-n", str(k), *cmd, "--distributed"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_data_parallel_training_equals_single_process_training(tmp_path, k):
+    """Same global batch of 50 (uneven slices at K = 4): same parameters, float64."""
+    from normgrad.gradcheck import assert_close
+    from normgrad.train import load_verified
+
+    single, dist = tmp_path / "single", tmp_path / "dist"
+    assert _train(single).returncode == 0
+    result = _train(dist, k=k)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("30 steps") == 1  # rank 0 alone reports and writes
+    a, b = load_verified(dist / "model.npz"), load_verified(single / "model.npz")
+    for name in b:
+        # biases before batch norm have zero gradient: their values are rounding noise
+        assert_close(a[name], b[name], rtol=1e-10, atol=1e-12, name=name)
+    assert (dist / "metrics.csv").exists()
+
+
+def test_resume_needs_the_same_number_of_processes(tmp_path, capsys):
+    from normgrad import cli
+
+    assert _train(tmp_path / "run", k=2).returncode == 0
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "written by 2 process(es)" in capsys.readouterr().err

@@ -149,6 +149,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from normgrad.data import DatasetError
     from normgrad.train import CheckpointError, TrainConfig, Trainer, TrainingDiverged
 
+    comm = None
+    if args.distributed:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise UsageError("--distributed needs mpi4py: pip install 'normgrad[mpi]'") from None
+        comm = MPI.COMM_WORLD
+    root = comm is None or comm.Get_rank() == 0
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     if args.resume:
         if given or args.out:
@@ -173,7 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"{out} already holds a run: --resume {out}, or choose another --out")
     try:
         config.validate()
-        trainer = Trainer(config, out, progress=_progress(args), label=out.name or "train")
+        progress = _progress(args) if root else None
+        trainer = Trainer(config, out, progress=progress, label=out.name or "train", comm=comm)
     except (ValueError, DatasetError) as exc:
         raise UsageError(str(exc)) from None
     if args.resume:
@@ -182,21 +191,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 trainer.load_checkpoint()
             except CheckpointError as exc:
                 raise UsageError(str(exc)) from None
-            print(f"resuming {out} at step {trainer.step} of {trainer.total}")
+            if root:
+                print(f"resuming {out} at step {trainer.step} of {trainer.total}")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(config.to_json())
+        if root:
+            (out / "config.json").write_text(config.to_json())
     try:
         result = trainer.run()
-    except TrainingDiverged as exc:
+    except TrainingDiverged as exc:  # every rank sees the same loss, so all stop here
         kept = (
             "the last good checkpoint is kept"
             if trainer.checkpoint_path.exists()
             else "no checkpoint was written"
         )
-        print(f"normgrad train: stopped: {exc}; {kept} in {out}", file=sys.stderr)
+        if root:
+            print(f"normgrad train: stopped: {exc}; {kept} in {out}", file=sys.stderr)
         return 3
-    print(f"{result.steps} steps; test accuracy {result.test_accuracy:.4f}; wrote {out}/model.npz")
+    except Exception:
+        if comm is None:
+            raise
+        # One failed rank must not leave the others waiting in a collective forever.
+        import traceback
+
+        traceback.print_exc()
+        print(f"normgrad train: rank {comm.Get_rank()} failed; aborting all ranks", file=sys.stderr)
+        comm.Abort(1)
+    if root:
+        print(
+            f"{result.steps} steps; test accuracy {result.test_accuracy:.4f}; wrote {out}/model.npz"
+        )
     return 0
 
 
@@ -402,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     p.add_argument("--out", metavar="DIR", help="where the run is written")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI (mpiexec -n K normgrad train --distributed ...): each rank "
+        "takes a slice of every batch, batch norm is synchronized, rank 0 writes",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

@@ -366,6 +366,7 @@ class FullyConnectedNet(Sequential):
         seed: seeds the weights.
         dtype: of parameters and buffers (float32 trains several times faster than float64
             on a CPU; float64 is for gradient checks).
+        comm: an mpi4py communicator; batch norm layers synchronize over it.
     """
 
     def __init__(
@@ -380,6 +381,7 @@ class FullyConnectedNet(Sequential):
         seed: int = 0,
         dtype=np.float64,
         num_groups: int = 4,
+        comm=None,
     ):
         if normalization not in (None, "batchnorm", "layernorm", "groupnorm"):
             raise ValueError(
@@ -401,7 +403,7 @@ class FullyConnectedNet(Sequential):
             if i == last:
                 break
             if normalization == "batchnorm":
-                layers.append((f"norm{i}", BatchNorm(d_out, dtype=dtype)))
+                layers.append((f"norm{i}", BatchNorm(d_out, dtype=dtype, comm=comm)))
             elif normalization == "layernorm":
                 layers.append((f"norm{i}", LayerNorm(d_out, dtype=dtype)))
             elif normalization == "groupnorm":

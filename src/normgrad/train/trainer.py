@@ -85,7 +85,7 @@ class TrainingDiverged(Exception):
     """The loss became NaN or Inf; the last good checkpoint is left as it was."""
 
 
-def build_model(config: TrainConfig, data: Dataset) -> FullyConnectedNet:
+def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnectedNet:
     return FullyConnectedNet(
         data.num_features,
         config.hidden,
@@ -95,6 +95,7 @@ def build_model(config: TrainConfig, data: Dataset) -> FullyConnectedNet:
         weight_scale=config.weight_scale,
         seed=config.seed,
         dtype=np.dtype(config.dtype),
+        comm=comm,
     )
 
 
@@ -139,11 +140,17 @@ class Trainer:
         probe: Callable | None = None,
         progress: Callable | None = None,
         label: str = "train",
+        comm=None,
     ):
         config.validate()
         self.config, self.out = config, Path(out_dir)
+        # Data-parallel over MPI: every rank takes its slice of each global batch, batch
+        # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.world = 1 if comm is None else comm.Get_size()
         self.data = data if data is not None else load_dataset(config.dataset, config.data_dir)
-        self.model = build_model(config, self.data)
+        self.model = build_model(config, self.data, comm)
         self.opt = build_optimizer(config, self.model)
         self.probe, self.progress, self.label = probe, progress, label
         dtype = np.dtype(config.dtype)
@@ -176,13 +183,16 @@ class Trainer:
         state["accs"] = self.accs[: self.step]
         state["evals"] = np.array(json.dumps(self.evals))
         state["config"] = np.array(self.config.to_json())
+        state["world_size"] = np.array(self.world)
         return state
 
     def save_checkpoint(self) -> None:
+        # Every rank holds the same parameters, so every rank reaches the same verdict.
         params = self.model.parameters()
         if not all(np.all(np.isfinite(p)) for p in params.values()):
             raise TrainingDiverged(f"parameters became NaN/Inf by step {self.step}")
-        save_atomic(self.checkpoint_path, self._state())
+        if self.rank == 0:
+            save_atomic(self.checkpoint_path, self._state())
 
     def load_checkpoint(self) -> None:
         state = load_verified(self.checkpoint_path)
@@ -191,6 +201,12 @@ class Trainer:
             if saved != self.config:
                 raise CheckpointError(
                     f"{self.checkpoint_path}: written by a different configuration"
+                )
+            saved_world = int(state.get("world_size", 1))
+            if saved_world != self.world:
+                raise CheckpointError(
+                    f"{self.checkpoint_path}: written by {saved_world} process(es); resume it "
+                    f"with the same number (this run has {self.world})"
                 )
             self.model.load_state_dict(
                 {k[6:]: v for k, v in state.items() if k.startswith("model/")}
@@ -231,19 +247,9 @@ class Trainer:
             if self.step == 0 and not self.evals:
                 self._evaluate()  # the starting point of every curve
             while self.step < self.total:
-                idx = self._batch(self.step)
-                scores = self.model.forward(self.x_train[idx])
-                loss, dscores = softmax_cross_entropy(scores, self.data.y_train[idx])
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at step {self.step + 1}; try a smaller --lr"
-                    )
-                self.model.backward(dscores)
-                self.opt.step()
+                loss, acc = self._train_step(self._batch(self.step))
                 self.losses[self.step] = loss
-                self.accs[self.step] = float(
-                    (scores.argmax(axis=1) == self.data.y_train[idx]).mean()
-                )
+                self.accs[self.step] = acc
                 self.step += 1
                 if self.step % cfg.eval_every == 0 or self.step == self.total:
                     self._evaluate()
@@ -259,6 +265,48 @@ class Trainer:
                 bar.close()
         self.write_outputs()
         return RunResult(self.step, self.evals[-1]["test_acc"], self.metrics_rows())
+
+    def _train_step(self, idx: np.ndarray) -> tuple[float, float]:
+        """One SGD step on the global batch ``idx``; returns its loss and accuracy."""
+        if self.comm is not None:
+            idx = np.array_split(idx, self.world)[self.rank]  # this rank's slice
+        x, y = self.x_train[idx], self.data.y_train[idx]
+        scores = self.model.forward(x)
+        if len(idx):
+            loss, dscores = softmax_cross_entropy(scores, y)
+        else:  # a rank with no samples this step still takes part in every collective
+            loss, dscores = 0.0, np.zeros_like(scores)
+        correct = float((scores.argmax(axis=1) == y).sum())
+        if self.comm is not None:
+            # The loss is the mean over the global batch: weight this slice by its share.
+            dscores *= len(idx) / self.config.batch_size
+        self.model.backward(dscores)
+        if self.comm is not None:
+            loss, correct = self._allreduce_gradients(loss * len(idx), correct)
+            loss /= self.config.batch_size
+            n = self.config.batch_size
+        else:
+            n = len(idx)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss} at step {self.step + 1}; try a smaller --lr"
+            )
+        self.opt.step()
+        return float(loss), correct / n
+
+    def _allreduce_gradients(self, loss_sum: float, correct: float) -> tuple[float, float]:
+        """Sum every gradient (and the loss and hit count) over the ranks: one collective."""
+        grads = self.model.gradients()
+        send = np.concatenate(
+            [g.ravel().astype(np.float64) for g in grads.values()] + [[loss_sum, correct]]
+        )
+        recv = np.empty_like(send)
+        self.comm.Allreduce(send, recv)
+        start = 0
+        for g in grads.values():
+            g[...] = recv[start : start + g.size].reshape(g.shape)
+            start += g.size
+        return recv[-2], recv[-1]
 
     # -- outputs -----------------------------------------------------------
     def metrics_rows(self) -> list[dict]:
@@ -278,6 +326,8 @@ class Trainer:
         return rows
 
     def write_outputs(self) -> None:
+        if self.rank != 0:
+            return
         rows = self.metrics_rows()
         fields = ["step", "loss", "train_acc", "test_acc"]
         fields += sorted({k for r in rows for k in r} - set(fields))
