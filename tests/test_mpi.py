@@ -69,3 +69,20 @@ def test_resume_needs_the_same_number_of_processes(tmp_path, capsys):
     assert _train(tmp_path / "run", k=2).returncode == 0
     assert cli.main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "written by 2 process(es)" in capsys.readouterr().err
+
+
+def test_bench_mpi_counts_the_bytes_the_model_predicts():
+    """Communication per step is a few numbers per channel per BN layer plus one gradient
+    buffer, independent of the batch size (timings are reported, never asserted)."""
+    from normgrad.dist import bench
+
+    rows = bench.run(ks=(1, 2))
+    params = rows[0]["parameters"]
+    bn_layers, channels = 3, 100
+    forward = 8 * (1 + 2 * channels)  # Allgather of (count, mean, M2) per BN layer
+    backward = 8 * 2 * channels  # Allreduce of sum(dy), sum(dy * xhat)
+    gradients = 8 * (params + 2)  # one fused buffer, plus the loss and the hit count
+    expected = bn_layers * (forward + backward) + gradients
+    for r in rows:
+        assert r["collectives_per_step"] == 2 * bn_layers + 1
+        assert r["bytes_sent_per_step_per_rank"] == expected

@@ -270,6 +270,18 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from normgrad import bench
 
+    if args.mpi:
+        try:
+            import mpi4py  # noqa: F401
+        except ImportError:
+            raise UsageError("bench --mpi needs mpi4py: pip install 'normgrad[mpi]'") from None
+        from normgrad.dist import bench as mpi_bench
+
+        rows = mpi_bench.run()
+        print(mpi_bench.format_rows(rows))
+        if args.json:
+            _write_text(args.json, bench.to_json({"mpi": rows}), "--json")
+        return 0
     if args.json:
         _write_text(args.json, "", "--json")  # fail now, not after minutes of measuring
     result = bench.run(quick=args.quick, progress=not args.no_progress)
@@ -481,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="float32, two shapes, 5 repetitions")
+    p.add_argument(
+        "--mpi", action="store_true",
+        help="instead: data-parallel step time and bytes communicated at K = 1, 2, 4 ranks",
+    )  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
