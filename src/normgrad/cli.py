@@ -217,6 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         traceback.print_exc()
         print(f"normgrad train: rank {comm.Get_rank()} failed; aborting all ranks", file=sys.stderr)
         comm.Abort(1)
+        return 1  # not reached: MPI_Abort ends every rank
     if root:
         print(
             f"{result.steps} steps; test accuracy {result.test_accuracy:.4f}; wrote {out}/model.npz"
