@@ -454,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "reproduce",
-        help="reproduce a paper's experiment (ioffe2015: batch norm's Figure 1)",
+        help="reproduce an experiment: ioffe2015 (batch norm's Figure 1), weight-scale "
+        "(the course's init and batch-size study)",
         description=(
             "ioffe2015: Ioffe & Szegedy (2015), section 4.1 and Figure 1. Two 784-100-100-\n"
             "100-10 sigmoid networks, without and with batch norm, same seed and data order,\n"
@@ -481,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="time batch norm: staged, NumPy, fused, PyTorch, and the memory floor",
+        help="time batch norm: staged, NumPy, fused, PyTorch, and the memory floor "
+        "(--mpi: data-parallel scaling)",
         description=(
             "Time batch norm at (256, 1024), (4096, 1024), (65536, 256) and (32, 64, 56, 56)\n"
             "in NCHW and NHWC, float32 and float64, training forward+backward and eval\n"
