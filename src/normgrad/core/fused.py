@@ -159,10 +159,12 @@ def rows_backward(dy, cache: NormCache):
     kq = -factor * r**3 * s2 / m
     kr = -r * s1 / m
     dx = k.row_grad_input(dy3, x3, mean, r, kq, kr, g2)
-    dgamma = None if cache.gamma is None else dgamma2.reshape(layout.param_shape)
-    dbeta = dbeta2.reshape(layout.param_shape) if cache.has_beta else None
-    dgamma = None if dgamma is None else dgamma.astype(cache.param_dtype)
-    dbeta = None if dbeta is None else dbeta.astype(cache.param_dtype)
+
+    def param(g):
+        return g.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    dgamma = None if cache.gamma is None else param(dgamma2)
+    dbeta = param(dbeta2) if cache.has_beta else None
     return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
 
 

@@ -23,6 +23,7 @@ Conventions (DESIGN.md §2):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -167,9 +168,11 @@ def batch_norm_forward(
     running_var = v.check_running("running_var", running_var, layout.param_shape)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together, or neither")
-    if comm is not None:
-        backend = "numpy"  # the synchronized statistics live in the NumPy path
-    forward = fused.forward if kernels.resolve(backend, x.size) == "numba" else normalize_forward
+    # The synchronized statistics live in the NumPy path; so does everything small.
+    if comm is None and kernels.resolve(backend, x.size) == "numba":
+        forward = fused.forward
+    else:
+        forward = functools.partial(normalize_forward, comm=comm)
 
     if not training:
         if running_mean is None:
@@ -182,11 +185,9 @@ def batch_norm_forward(
         )
         return y, cache
 
-    if comm is not None:  # the count that matters is the global one, checked there
-        y, cache, mom = normalize_forward(x, gamma, beta, layout, eps=eps, bessel=bessel, comm=comm)
-    else:
+    if comm is None:  # with comm the count that matters is the global one, checked there
         _require_values(layout, at_least_two=True, bessel=bessel)
-        y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
     if running_mean is not None:
         c = layout.param_shape
         batch_mean = mom.mean.reshape(c)
