@@ -22,6 +22,7 @@ import numpy as np
 
 import normgrad as ng
 from normgrad import kernels
+from normgrad.progress import progress_factory
 
 FULL_SHAPES = [
     ("(256, 1024)", (256, 1024), 1),
@@ -286,14 +287,11 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
         ("layer_norm", "(4096, 1024)", (4096, 1024), 1, np.float32, "train"),
         ("group_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), 1, np.float32, "train"),
     ]
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(jobs) + 1, desc="bench")
-        except ImportError:
-            bar = None
+    try:  # a benchmark runs without a bar rather than not at all
+        make_bar = progress_factory(progress)
+    except ImportError:
+        make_bar = None
+    bar = make_bar(total=len(jobs) + 1, desc="bench") if make_bar else None
     rows = []
     for job in jobs:
         rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))

@@ -134,15 +134,12 @@ TRAIN_DEFAULTS = {
 
 
 def _progress(args):
-    if args.no_progress:
-        return None
+    from normgrad.progress import progress_factory
+
     try:
-        from tqdm import tqdm
-    except ImportError:
-        raise UsageError(
-            "progress bars need tqdm: pip install 'normgrad[train]' (or --no-progress)"
-        ) from None
-    return tqdm
+        return progress_factory(not args.no_progress)
+    except ImportError as exc:
+        raise UsageError(f"{exc} (or --no-progress)") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

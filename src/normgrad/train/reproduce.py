@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from normgrad.data import fashion_mnist_available, load_dataset
+from normgrad.progress import progress_factory
 from normgrad.train.trainer import TrainConfig, Trainer
 
 PERCENTILES = (15, 50, 85)
@@ -58,20 +59,6 @@ def sigmoid_input_probe(x_probe: np.ndarray):
     return probe
 
 
-def _progress_factory(enabled: bool, position: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        raise ImportError("progress bars need tqdm: pip install 'normgrad[train]'") from None
-
-    def make(**kw):
-        return tqdm(position=position, leave=True, dynamic_ncols=True, **kw)
-
-    return make
-
-
 def steps_to_reach(rows: list[dict], level: float):
     for r in rows:
         if r.get("test_acc") is not None and r["test_acc"] >= level:
@@ -106,10 +93,8 @@ def ioffe2015(
         run_dir = out / ("bn" if norm == "batch" else "no_bn")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.to_json())
-        trainer = Trainer(
-            cfg, run_dir, data=data, probe=probe, progress=_progress_factory(progress, position),
-            label=label,
-        )  # fmt: skip
+        bars = progress_factory(progress, position=position, leave=True, dynamic_ncols=True)
+        trainer = Trainer(cfg, run_dir, data=data, probe=probe, progress=bars, label=label)
         start = time.perf_counter()
         result = trainer.run()
         times[label] = time.perf_counter() - start
@@ -261,8 +246,8 @@ def weight_scale(
     jobs = [("ws", float(ws), norm, 50) for ws in scales for norm in ("none", "batch")]
     jobs += [("bs", None, "none", 10)]
     jobs += [("bs", None, norm, bs) for norm in ("batch", "layer") for bs in (5, 10, 50)]
-    bar = _progress_factory(progress, 0)
-    bar = bar(total=len(jobs), desc="weight-scale runs") if bar else None
+    make_bar = progress_factory(progress, leave=True, dynamic_ncols=True)
+    bar = make_bar(total=len(jobs), desc="weight-scale runs") if make_bar else None
     ws_rows, bs_rows = [], []
     for kind, ws, norm, bs in jobs:
         if kind == "ws":
