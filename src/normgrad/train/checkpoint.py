@@ -1,26 +1,28 @@
 """Checkpoints that survive a crash: atomic writes and a checksum verified on load.
 
 A checkpoint is one ``.npz`` holding named arrays plus a ``__checksum__`` (SHA-256 over the
-sorted names, dtypes, shapes and bytes). It is written to a temporary file in the same
-directory, flushed and fsynced, then renamed over the old one (and the directory fsynced),
-so at every instant the path holds either the previous complete checkpoint or the new one.
+sorted names, dtypes, shapes and bytes), written with :func:`normgrad.io.atomic_open`, so
+at every instant the path holds either the previous complete checkpoint or the new one.
+The final ``model.npz`` of a run is written the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from normgrad.errors import NormgradUsageError
+from normgrad.io import atomic_open
+
 CHECKSUM = "__checksum__"
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded or fails verification; names the file."""
+class CheckpointError(NormgradUsageError):
+    """A run directory or checkpoint that cannot be loaded or fails verification; names
+    the file."""
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -33,27 +35,11 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` (plus their checksum) to ``path`` atomically."""
-    path = Path(path)
+    """Write ``arrays`` (plus their checksum) to ``path`` as ``.npz``, atomically."""
     data = {k: np.asarray(v) for k, v in arrays.items()}
     data[CHECKSUM] = np.array(checksum(data))
-    buffer = io.BytesIO()
-    np.savez(buffer, **data)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **data)
 
 
 def load_verified(path: str | Path) -> dict[str, np.ndarray]:
