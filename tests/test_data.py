@@ -62,9 +62,10 @@ def _idx_dir(tmp_path, n_train=12, n_train_labels=12, gz=True):
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_directory_dataset(tmp_path, gz):
     d = load_idx_dir(_idx_dir(tmp_path, gz=gz), "mnist")
-    assert d.x_train.shape == (12, 784) and d.x_train.dtype == np.float32
-    assert d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0
-    assert d.y_test.shape == (5,) and d.num_classes <= 10
+    assert d.train.x.shape == (12, 784) and d.train.x.dtype == np.float32
+    assert d.train.x.min() >= 0.0 and d.train.x.max() <= 1.0
+    assert d.test.y.shape == (5,) and d.num_classes <= 10
+    assert d.validation is None
 
 
 def test_count_mismatch_names_both_files(tmp_path):
@@ -88,5 +89,23 @@ def test_missing_files_and_directories(tmp_path):
 
 def test_digits_needs_no_files():
     d = load_dataset("digits")
-    assert d.x_train.shape == (1500, 64) and d.x_test.shape == (297, 64)
+    assert d.train.x.shape == (1500, 64) and d.test.x.shape == (297, 64)
     assert d.num_classes == 10
+
+
+def test_a_validation_split_is_held_out_of_the_training_images():
+    d = load_dataset("digits")
+    held = d.hold_out_validation(1000, 300)
+    assert len(held.train) == 1000 and len(held.validation) == 300
+    np.testing.assert_array_equal(held.train.x, d.train.x[:1000])
+    np.testing.assert_array_equal(held.validation.x, d.train.x[-300:])
+    assert held.test is d.test  # the test images are never used for validation
+    with pytest.raises(DatasetError, match="digits has 1500 training images"):
+        d.hold_out_validation(1000, 501)
+
+
+def test_dataset_errors_are_usage_errors():
+    from normgrad.errors import NormgradUsageError
+
+    assert issubclass(DatasetError, NormgradUsageError)
+    assert issubclass(IdxError, NormgradUsageError)

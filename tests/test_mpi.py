@@ -1,5 +1,6 @@
 """Synchronized batch norm over MPI: K = 2 and 4 ranks (oversubscribed on 2 cores)."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,22 @@ def test_bench_mpi_counts_the_bytes_the_model_predicts():
     for r in rows:
         assert r["collectives_per_step"] == 2 * bn_layers + 1
         assert r["bytes_sent_per_step_per_rank"] == expected
+
+
+def test_bench_mpi_uses_only_the_trainers_public_api():
+    import inspect
+
+    from normgrad.dist import bench
+
+    assert "trainer._" not in inspect.getsource(bench)
+
+
+def test_bench_mpi_table_headers_stay_apart():
+    from normgrad.dist import bench
+
+    rows = [{"k": 1, "ms_per_step": 1.5, "collectives_per_step": 7.0,
+             "bytes_sent_per_step_per_rank": 123456.0, "parameters": 100}]  # fmt: skip
+    header = bench.format_rows(rows).splitlines()[1]
+    assert re.split(r" {2,}", header.strip()) == [
+        "K", "ms/step", "collectives/step", "bytes sent/step/rank",
+    ]  # fmt: skip

@@ -1,5 +1,6 @@
 """Training: checkpoints, exact resume after SIGKILL, NaN stop, evaluate, reproduce."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -8,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+import normgrad.io
 from normgrad import cli
 from normgrad.train import CheckpointError, TrainConfig, Trainer, load_verified, save_atomic
-from normgrad.train import checkpoint as ckpt
 
 
 def _train_cmd(out, *extra):
@@ -44,7 +45,7 @@ def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatc
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(normgrad.io.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         save_atomic(path, {"step": np.array(2)})
     assert int(load_verified(path)["step"]) == 1
@@ -169,19 +170,61 @@ def test_config_validation():
 
 
 def test_reproduce_weight_scale_writes_every_output(tmp_path):
-    from normgrad.train import reproduce
+    from normgrad.experiments import weight_scale
 
-    summary = reproduce.weight_scale(
+    result = weight_scale.run(
         tmp_path, dataset="digits", epochs=1, num_scales=2, progress=False, log=lambda *a: None
     )
-    for name in ("report.md", "weight_scale.png", "batch_size.png", "weight_scale.csv",
-                 "batch_size.csv"):  # fmt: skip
+    for name in result.files:
         assert (tmp_path / name).exists(), name
-    assert len(summary["weight_scale"]) == 4  # 2 scales x (baseline, batch norm)
-    assert {(r["norm"], r["batch_size"]) for r in summary["batch_size"]} == {
-        ("none", 10), ("batch", 5), ("batch", 10), ("batch", 50),
-        ("layer", 5), ("layer", 10), ("layer", 50),
+    assert len(result.weight_scale) == 4  # 2 scales x (baseline, batch norm)
+    assert {(r["norm"], r["batch_size"]) for r in result.batch_size} == {
+        ("none", 10), ("batch_norm", 5), ("batch_norm", 10), ("batch_norm", 50),
+        ("layer_norm", 5), ("layer_norm", 10), ("layer_norm", 50),
     }  # fmt: skip
-    assert all(0.0 <= r["best_val_acc"] <= 1.0 for r in summary["weight_scale"])
+    assert all(0.0 <= r["best_val_acc"] <= 1.0 for r in result.weight_scale)
+    assert all(len(r["val_acc"]) == 2 for r in result.batch_size)  # before and after epoch 1
     report = (tmp_path / "report.md").read_text()
-    assert "1.00e-04" in report and "layer norm | 50" in report
+    assert "1.00e-04" in report and re.search(r"\| layer norm +\| +50 \|", report)
+    # every run is validated on its validation split, and its metrics say so
+    header = (tmp_path / "runs" / "bs50_layer_norm" / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,loss,train_acc,validation_acc"
+
+
+def test_a_run_from_before_the_canonical_names_still_resumes(tmp_path, capsys):
+    """Old run directories say "batch" in config.json and in the checkpoint."""
+    old = TrainConfig(dataset="digits", steps=60, checkpoint_every=20, eval_every=20, seed=1)
+    run = tmp_path / "old"
+    run.mkdir()
+
+    def crash_at_40(step, model):  # evaluated before the checkpoint at 40 is written
+        if step == 40:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(old, run, probe=crash_at_40).run()
+    old_json = old.to_json().replace('"batch_norm"', '"batch"')
+    (run / "config.json").write_text(old_json)
+    state = load_verified(run / "checkpoint.npz")
+    state["config"] = np.array(old_json)
+    save_atomic(run / "checkpoint.npz", state)
+
+    assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert f"resuming {run} at step 20 of 60" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    assert cli.main(["train", "--dataset", "digits", "--steps", "60", "--checkpoint-every",
+                     "20", "--eval-every", "20", "--seed", "1", "--norm", "batch", "--out",
+                     str(fresh), "--no-progress"]) == 0  # fmt: skip
+    a, b = load_verified(run / "model.npz"), load_verified(fresh / "model.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_train_step_is_public_and_records_nothing(tmp_path):
+    cfg = TrainConfig(dataset="digits", steps=10)
+    trainer = Trainer(cfg, tmp_path)
+    loss, acc = trainer.train_step(0)
+    assert np.isfinite(loss) and 0.0 <= acc <= 1.0
+    assert trainer.step == 0 and not trainer.losses.any()
+    assert list(tmp_path.iterdir()) == []  # nothing written

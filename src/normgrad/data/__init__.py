@@ -4,6 +4,7 @@ from normgrad.data.datasets import (
     DATASETS,
     Dataset,
     DatasetError,
+    Split,
     fashion_mnist_available,
     load_dataset,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "IdxError",
+    "Split",
     "fashion_mnist_available",
     "load_dataset",
     "read_idx",

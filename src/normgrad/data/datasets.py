@@ -1,6 +1,9 @@
 """Datasets for training: Fashion-MNIST, MNIST (IDX files) and scikit-learn's 8x8 digits.
 
-Images come back flattened, float32, scaled to [0, 1]; labels as int64.
+A :class:`Dataset` holds named :class:`Split` s: ``train`` and ``test`` always, and a
+``validation`` split when one is held out of the training images
+(:meth:`Dataset.hold_out_validation`). Images come back flattened, float32, scaled to
+[0, 1]; labels as int64.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from normgrad.data.idx import IdxError, read_idx
+from normgrad.errors import NormgradUsageError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 IDX_FILES = {
@@ -22,26 +26,58 @@ IDX_FILES = {
 DATASETS = ("fashion-mnist", "mnist", "digits")
 
 
-class DatasetError(ValueError):
+class DatasetError(NormgradUsageError):
     """A dataset that cannot be found or read; the message says what to do."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class Split:
+    """Images ``x`` of shape (n, features) and their labels ``y`` of shape (n,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index) -> Split:
+        """The images and labels at ``index`` (a slice or an index array)."""
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     source: str  # where it came from, for reports
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    train: Split
+    test: Split
+    validation: Split | None = None  # held out of the training images, never the test ones
 
     @property
     def num_features(self) -> int:
-        return self.x_train.shape[1]
+        return self.train.x.shape[1]
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        splits = (self.train, self.test, self.validation)
+        return int(max(s.y.max() for s in splits if s is not None and len(s))) + 1
+
+    def hold_out_validation(self, num_train: int, num_validation: int) -> Dataset:
+        """Train on the first ``num_train`` training images and validate on the last
+        ``num_validation``; the test split is left as it is."""
+        available = len(self.train)
+        if available < num_train + num_validation:
+            raise DatasetError(
+                f"{self.name} has {available} training images; {num_train} to train on and "
+                f"{num_validation} to validate on need {num_train + num_validation}"
+            )
+        return Dataset(
+            self.name,
+            self.source,
+            train=self.train[:num_train],
+            test=self.test,
+            validation=self.train[available - num_validation :],
+        )
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -80,10 +116,8 @@ def load_idx_dir(directory: str | Path, name: str) -> Dataset:
     return Dataset(
         name,
         str(directory),
-        images(arrays["x_train"]),
-        arrays["y_train"].astype(np.int64),
-        images(arrays["x_test"]),
-        arrays["y_test"].astype(np.int64),
+        train=Split(images(arrays["x_train"]), arrays["y_train"].astype(np.int64)),
+        test=Split(images(arrays["x_test"]), arrays["y_test"].astype(np.int64)),
     )
 
 
@@ -99,7 +133,8 @@ def load_digits() -> Dataset:
     order = np.random.default_rng(0).permutation(len(bunch.target))
     x = (bunch.data[order] / 16.0).astype(np.float32)
     y = bunch.target[order].astype(np.int64)
-    return Dataset("digits", "scikit-learn load_digits", x[:1500], y[:1500], x[1500:], y[1500:])
+    digits = Split(x, y)
+    return Dataset("digits", "scikit-learn load_digits", train=digits[:1500], test=digits[1500:])
 
 
 def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from normgrad.errors import NormgradUsageError
+
 # type code -> big-endian dtype
 _TYPES = {
     0x08: np.dtype(">u1"),
@@ -25,7 +27,7 @@ _TYPES = {
 _CODES = {v.newbyteorder("="): k for k, v in _TYPES.items()}
 
 
-class IdxError(ValueError):
+class IdxError(NormgradUsageError):
     """An IDX file that cannot be read; the message names the file."""
 
 

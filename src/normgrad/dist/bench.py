@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from normgrad.tools.table import Column, Table
+
 STEPS = 200
 BATCH = 60
 
@@ -48,27 +50,27 @@ class CountingComm:
 def _worker() -> None:
     from mpi4py import MPI
 
-    from normgrad.data import Dataset
+    from normgrad.data import Dataset, Split
     from normgrad.train import TrainConfig, Trainer
 
     comm = CountingComm(MPI.COMM_WORLD)
     rng = np.random.default_rng(0)
     n = BATCH * 50
-    x = rng.random((n, 784), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    data = Dataset("random", "random", x, y, x[:BATCH], y[:BATCH])
+    images = Split(rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n))
+    data = Dataset("random", "random", train=images, test=images[:BATCH])
     cfg = TrainConfig(
-        dataset="random", norm="batch", activation="sigmoid", batch_size=BATCH, steps=STEPS,
-        weight_scale=0.1, eval_every=10**9, checkpoint_every=10**9,
+        dataset="random", norm="batch_norm", activation="sigmoid", batch_size=BATCH,
+        steps=STEPS, weight_scale=0.1, eval_every=10**9, checkpoint_every=10**9,
     )  # fmt: skip
+    # Only train_step is called: the trainer never writes to its output directory.
     trainer = Trainer(cfg, "/nonexistent", data=data, comm=comm)
     for step in range(10):  # warm-up
-        trainer._train_step(trainer._batch(step))
+        trainer.train_step(step)
     comm.calls = comm.bytes_sent = 0
     MPI.COMM_WORLD.Barrier()
     start = time.perf_counter()
     for step in range(STEPS):
-        trainer._train_step(trainer._batch(step))
+        trainer.train_step(step)
     MPI.COMM_WORLD.Barrier()
     elapsed = time.perf_counter() - start
     if comm.Get_rank() == 0:
@@ -100,19 +102,25 @@ def run(ks=(1, 2, 4)) -> list[dict]:
     return rows
 
 
+COLUMNS = (
+    Column("K", align="right"),
+    Column("ms/step", ".3f", align="right"),
+    Column("collectives/step", ".1f", align="right"),
+    Column("bytes sent/step/rank", ",.0f", align="right"),
+)
+
+
 def format_rows(rows: list[dict]) -> str:
-    lines = [
+    title = (
         f"data-parallel training step, paper network, global batch {BATCH}, float32, "
         f"synchronized BN ({rows[0]['parameters']:,} parameters); one thread per rank; "
-        "K > 2 is oversubscribed on 2 cores",
-        f"{'K':>3} {'ms/step':>9} {'collectives/step':>17} {'bytes sent/step/rank':>21}",
-    ]
-    for r in rows:
-        lines.append(
-            f"{r['k']:>3} {r['ms_per_step']:9.3f} {r['collectives_per_step']:17.1f} "
-            f"{r['bytes_sent_per_step_per_rank']:21,.0f}"
-        )
-    return "\n".join(lines)
+        f"{os.cpu_count()} cores, so K above that is oversubscribed"
+    )
+    table = Table(COLUMNS).render(
+        [r["k"], r["ms_per_step"], r["collectives_per_step"], r["bytes_sent_per_step_per_rank"]]
+        for r in rows
+    )
+    return f"{title}\n{table}"
 
 
 if __name__ == "__main__":

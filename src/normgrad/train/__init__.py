@@ -1,25 +1,44 @@
-"""Training: the loop, checkpoints, and the paper reproductions (at the edge)."""
+"""Training: settings, the loop, checkpoints, and runs in a directory (at the edge)."""
 
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
+from normgrad.train.config import NORM_ALIASES, NORM_CHOICES, TrainConfig, canonical_norm
+from normgrad.train.run import (
+    Evaluation,
+    RunReport,
+    evaluate_run,
+    mpi_world,
+    resume_run,
+    start_run,
+)
 from normgrad.train.trainer import (
     RunResult,
-    TrainConfig,
     Trainer,
     TrainingDiverged,
     accuracy,
     build_model,
     load_model,
+    read_config,
 )
 
 __all__ = [
+    "NORM_ALIASES",
+    "NORM_CHOICES",
     "CheckpointError",
+    "Evaluation",
+    "RunReport",
     "RunResult",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
     "accuracy",
     "build_model",
+    "canonical_norm",
+    "evaluate_run",
     "load_model",
     "load_verified",
+    "mpi_world",
+    "read_config",
+    "resume_run",
     "save_atomic",
+    "start_run",
 ]

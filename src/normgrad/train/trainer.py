@@ -7,82 +7,48 @@ per-step loss/accuracy history; resuming from it replays exactly the steps an
 uninterrupted run would take, so a run killed at any point and resumed ends with the same
 ``model.npz``.
 
-Files in the output directory:
+Files in the output directory, each written atomically (:mod:`normgrad.io`):
 
-- ``config.json``: the run's settings (``--resume`` reads them back);
-- ``checkpoint.npz``: the latest checkpoint (atomic, verified on load);
+- ``config.json``: the run's settings (``--resume`` reads them back; written by
+  :mod:`normgrad.train.run`);
+- ``checkpoint.npz``: the latest checkpoint (verified on load);
 - ``metrics.csv``: step, mean loss and batch accuracy over the last ``log_every`` steps,
-  and test accuracy at evaluation steps;
+  and the accuracy on the evaluation split (``test_acc``) at evaluation steps;
 - ``model.npz``: the final parameters and running statistics, by plain dotted names.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from normgrad.data import Dataset, load_dataset
+from normgrad.data import Dataset, Split, load_dataset
+from normgrad.errors import ConfigError
+from normgrad.io import atomic_write
 from normgrad.nn import SGD, Adam, FullyConnectedNet, softmax_cross_entropy
+from normgrad.progress import progress_bar
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
+from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
 
-NORMS = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm", "none": None}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (saved as ``config.json``)."""
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    norm: str = "batch"  # batch | layer | group | none
-    hidden: list[int] = field(default_factory=lambda: [100, 100, 100])
-    activation: str = "relu"
-    batch_size: int = 60
-    steps: int | None = None
-    epochs: int | None = None
-    lr: float = 0.1
-    optimizer: str = "sgd"  # sgd | adam
-    momentum: float = 0.0
-    weight_scale: float | str = "he"
-    seed: int = 0
-    checkpoint_every: int = 1000
-    eval_every: int = 500
-    log_every: int = 50
-    dtype: str = "float32"
-
-    def validate(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"--norm must be one of {', '.join(NORMS)}; got {self.norm!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"--optimizer must be sgd or adam; got {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"--dtype must be float32 or float64; got {self.dtype!r}")
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give exactly one of --steps and --epochs")
-        for name in ("batch_size", "checkpoint_every", "eval_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if (self.steps or self.epochs) < 1:
-            raise ValueError("--steps/--epochs must be at least 1")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"--hidden must list positive sizes; got {self.hidden}")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls(**json.loads(text))
+# FullyConnectedNet's own names for the layers it builds (accepted by every version of it).
+_LAYER_NAMES = {"batch_norm": "batchnorm", "layer_norm": "layernorm", "group_norm": "groupnorm"}
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or Inf; the last good checkpoint is left as it was."""
+    """The loss became NaN or Inf; the last good checkpoint is left as it was.
+
+    ``checkpoint_kept`` says whether the run directory holds one (set by :meth:`Trainer.run`).
+    """
+
+    checkpoint_kept = False
 
 
 def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnectedNet:
@@ -90,11 +56,12 @@ def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnected
         data.num_features,
         config.hidden,
         data.num_classes,
-        normalization=NORMS[config.norm],
+        normalization=_LAYER_NAMES.get(config.norm),
         activation=config.activation,
         weight_scale=config.weight_scale,
         seed=config.seed,
         dtype=np.dtype(config.dtype),
+        num_groups=GROUP_NORM_GROUPS,
         comm=comm,
     )
 
@@ -106,7 +73,8 @@ def build_optimizer(config: TrainConfig, model):
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
-    """Accuracy in eval mode (running statistics); the model is put back in training mode."""
+    """Accuracy on images ``x`` (n, features) with labels ``y`` (n,), in eval mode (running
+    statistics); the model is put back in training mode."""
     model.eval()
     correct = sum(
         int((model.forward(x[i : i + batch]).argmax(axis=1) == y[i : i + batch]).sum())
@@ -118,17 +86,25 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
 
 @dataclass
 class RunResult:
+    """What a finished run reached: ``accuracy`` on the ``split`` it was evaluated on."""
+
     steps: int
-    test_accuracy: float
+    accuracy: float
+    split: str  # "test", or "validation" for a dataset that holds one out
     metrics: list[dict]
 
 
 class Trainer:
     """Runs one configuration in ``out_dir``.
 
+    ``data`` (default: the configured dataset) supplies the training images and the split
+    progress is measured on: ``evaluate_on="test"``, or ``"validation"`` for a dataset
+    with one held out (:meth:`Dataset.hold_out_validation`). The metrics name the split:
+    ``test_acc`` or ``validation_acc``.
+
     ``probe(step, model) -> dict`` (optional) is called at each evaluation and its values go
-    into the metrics rows (the paper reproduction records sigmoid-input percentiles so).
-    ``progress`` is a tqdm-like bar factory (``None``: no bar).
+    into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so).
+    ``progress`` shows a bar while a terminal watches; ``bar_options`` go to tqdm.
     """
 
     def __init__(
@@ -137,8 +113,10 @@ class Trainer:
         out_dir: str | Path,
         *,
         data: Dataset | None = None,
+        evaluate_on: str = "test",
         probe: Callable | None = None,
-        progress: Callable | None = None,
+        progress: bool = False,
+        bar_options: Mapping[str, Any] | None = None,
         label: str = "train",
         comm=None,
     ):
@@ -150,23 +128,29 @@ class Trainer:
         self.rank = 0 if comm is None else comm.Get_rank()
         self.world = 1 if comm is None else comm.Get_size()
         self.data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+        eval_split = {"test": self.data.test, "validation": self.data.validation}.get(evaluate_on)
+        if eval_split is None:
+            raise ValueError(f"{self.data.name} has no {evaluate_on!r} split to evaluate on")
         self.model = build_model(config, self.data, comm)
         self.opt = build_optimizer(config, self.model)
-        self.probe, self.progress, self.label = probe, progress, label
+        self.probe, self.label = probe, label
+        self.progress, self.bar_options = progress, dict(bar_options or {})
         dtype = np.dtype(config.dtype)
-        self.x_train = self.data.x_train.astype(dtype, copy=False)
-        self.x_test = self.data.x_test.astype(dtype, copy=False)
-        self.steps_per_epoch = len(self.x_train) // config.batch_size
+        self.train_split = Split(self.data.train.x.astype(dtype, copy=False), self.data.train.y)
+        self.eval_split = Split(eval_split.x.astype(dtype, copy=False), eval_split.y)
+        self.eval_name = evaluate_on
+        self.eval_key = f"{evaluate_on}_acc"
+        self.steps_per_epoch = len(self.train_split) // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"--batch-size {config.batch_size} is larger than the training set "
-                f"({len(self.x_train)} samples)"
+                f"({len(self.train_split)} samples)"
             )
         self.total = config.steps or config.epochs * self.steps_per_epoch
         self.step = 0
         self.losses = np.zeros(self.total)
         self.accs = np.zeros(self.total)
-        self.evals: list[dict] = []  # one per evaluation: step, test_acc, probe values
+        self.evals: list[dict] = []  # one per evaluation: step, accuracy, probe values
         self._perm_epoch, self._perm = -1, None
 
     # -- paths -------------------------------------------------------------
@@ -195,82 +179,97 @@ class Trainer:
             save_atomic(self.checkpoint_path, self._state())
 
     def load_checkpoint(self) -> None:
-        state = load_verified(self.checkpoint_path)
+        """Continue from ``checkpoint.npz``; CheckpointError if it belongs to another run."""
+        path = self.checkpoint_path
+        state = load_verified(path)
         try:
             saved = TrainConfig.from_json(str(state["config"]))
-            if saved != self.config:
-                raise CheckpointError(
-                    f"{self.checkpoint_path}: written by a different configuration"
-                )
             saved_world = int(state.get("world_size", 1))
-            if saved_world != self.world:
-                raise CheckpointError(
-                    f"{self.checkpoint_path}: written by {saved_world} process(es); resume it "
-                    f"with the same number (this run has {self.world})"
-                )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: does not fit this run ({exc})") from None
+        if saved != self.config:
+            raise CheckpointError(f"{path}: written by a different configuration")
+        if saved_world != self.world:
+            raise CheckpointError(
+                f"{path}: written by {saved_world} process(es); resume it with the same "
+                f"number (this run has {self.world})"
+            )
+        try:
             self.model.load_state_dict(
                 {k[6:]: v for k, v in state.items() if k.startswith("model/")}
             )
             self.opt.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
-            self.step = int(state["step"])
-            self.losses[: self.step] = state["losses"]
-            self.accs[: self.step] = state["accs"]
-            self.evals = json.loads(str(state["evals"]))
+            step = int(state["step"])
+            self.losses[:step] = state["losses"]
+            self.accs[:step] = state["accs"]
+            evals = json.loads(str(state["evals"]))
         except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(
-                f"{self.checkpoint_path}: does not fit this run ({exc})"
-            ) from None
+            raise CheckpointError(f"{path}: does not fit this run ({exc})") from None
+        self.step, self.evals = step, evals
 
     # -- the loop ----------------------------------------------------------
-    def _batch(self, step: int) -> np.ndarray:
+    def batch_indices(self, step: int) -> np.ndarray:
+        """Indices into the training split of the global batch of training step ``step``
+        (0-based): epoch ``e`` visits the images in ``default_rng([seed, e])``'s order."""
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             rng = np.random.default_rng([self.config.seed, epoch])
-            self._perm, self._perm_epoch = rng.permutation(len(self.x_train)), epoch
+            self._perm, self._perm_epoch = rng.permutation(len(self.train_split)), epoch
         bs = self.config.batch_size
         return self._perm[k * bs : (k + 1) * bs]
 
     def _evaluate(self) -> None:
-        row = {"step": self.step, "test_acc": accuracy(self.model, self.x_test, self.data.y_test)}
+        split = self.eval_split
+        row = {"step": self.step, self.eval_key: accuracy(self.model, split.x, split.y)}
         if self.probe is not None:
             row |= self.probe(self.step, self.model)
         self.evals.append(row)
 
     def run(self) -> RunResult:
+        """Train from ``self.step`` to the last step, checkpointing on the way; then write
+        ``metrics.csv`` and ``model.npz``. Raises :class:`TrainingDiverged` on NaN/Inf."""
         cfg = self.config
-        bar = (
-            self.progress(total=self.total, initial=self.step, desc=self.label)
-            if self.progress
-            else None
+        bar = progress_bar(
+            total=self.total,
+            initial=self.step,
+            desc=self.label,
+            enabled=self.progress,
+            **self.bar_options,
         )
         try:
-            if self.step == 0 and not self.evals:
-                self._evaluate()  # the starting point of every curve
-            while self.step < self.total:
-                loss, acc = self._train_step(self._batch(self.step))
-                self.losses[self.step] = loss
-                self.accs[self.step] = acc
-                self.step += 1
-                if self.step % cfg.eval_every == 0 or self.step == self.total:
-                    self._evaluate()
-                if self.step % cfg.checkpoint_every == 0 or self.step == self.total:
-                    self.save_checkpoint()
-                if bar is not None and (self.step % cfg.log_every == 0 or self.step == self.total):
-                    bar.update(self.step - bar.n)
-                    bar.set_postfix(
-                        loss=f"{loss:.3f}", test_acc=f"{self.evals[-1]['test_acc']:.3f}"
-                    )
-        finally:
-            if bar is not None:
-                bar.close()
+            with bar:
+                if self.step == 0 and not self.evals:
+                    self._evaluate()  # the starting point of every curve
+                shown = self.step  # the step the bar shows
+                while self.step < self.total:
+                    loss, acc = self.train_step(self.step)
+                    self.losses[self.step] = loss
+                    self.accs[self.step] = acc
+                    self.step += 1
+                    if self.step % cfg.eval_every == 0 or self.step == self.total:
+                        self._evaluate()
+                    if self.step % cfg.checkpoint_every == 0 or self.step == self.total:
+                        self.save_checkpoint()
+                    if self.step % cfg.log_every == 0 or self.step == self.total:
+                        bar.update(self.step - shown)
+                        shown = self.step
+                        last = self.evals[-1][self.eval_key]
+                        bar.set_postfix({"loss": f"{loss:.3f}", self.eval_key: f"{last:.3f}"})
+        except TrainingDiverged as exc:
+            exc.checkpoint_kept = self.checkpoint_path.exists()
+            raise
         self.write_outputs()
-        return RunResult(self.step, self.evals[-1]["test_acc"], self.metrics_rows())
+        return RunResult(self.step, self.evals[-1][self.eval_key], self.eval_name,
+                         self.metrics_rows())  # fmt: skip
 
-    def _train_step(self, idx: np.ndarray) -> tuple[float, float]:
-        """One SGD step on the global batch ``idx``; returns its loss and accuracy."""
+    def train_step(self, step: int) -> tuple[float, float]:
+        """One optimizer step on the global batch of training step ``step``; returns the
+        batch's mean loss and accuracy. Does not record them or advance ``self.step``
+        (:meth:`run` does); raises :class:`TrainingDiverged` on a NaN/Inf loss."""
+        idx = self.batch_indices(step)
         if self.comm is not None:
             idx = np.array_split(idx, self.world)[self.rank]  # this rank's slice
-        x, y = self.x_train[idx], self.data.y_train[idx]
+        x, y = self.train_split.x[idx], self.train_split.y[idx]
         scores = self.model.forward(x)
         if len(idx):
             loss, dscores = softmax_cross_entropy(scores, y)
@@ -288,9 +287,7 @@ class Trainer:
         else:
             n = len(idx)
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss} at step {self.step + 1}; try a smaller --lr"
-            )
+            raise TrainingDiverged(f"the loss became {loss} at step {step + 1}; try a smaller --lr")
         self.opt.step()
         return float(loss), correct / n
 
@@ -326,27 +323,38 @@ class Trainer:
         return rows
 
     def write_outputs(self) -> None:
+        """``metrics.csv`` and ``model.npz``, each written atomically (rank 0 only)."""
         if self.rank != 0:
             return
         rows = self.metrics_rows()
-        fields = ["step", "loss", "train_acc", "test_acc"]
+        fields = ["step", "loss", "train_acc", self.eval_key]
         fields += sorted({k for r in rows for k in r} - set(fields))
-        tmp = self.out / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(self.out / "metrics.csv")
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.out / "metrics.csv", text.getvalue())
         save_atomic(self.out / "model.npz", self.model.state_dict())
 
 
-def load_model(run_dir: str | Path):
-    """The model saved in ``run_dir`` (config.json + model.npz), and its config."""
-    run_dir = Path(run_dir)
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The ``config.json`` of a run directory; CheckpointError if there is none or it is
+    not a training configuration."""
+    path = Path(run_dir) / "config.json"
     try:
-        config = TrainConfig.from_json((run_dir / "config.json").read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise CheckpointError(f"{run_dir}: no config.json; not a normgrad training run") from None
+    try:
+        return TrainConfig.from_json(text)
+    except (ValueError, TypeError) as exc:  # bad JSON, or keys TrainConfig does not have
+        raise CheckpointError(f"{path}: not a normgrad training configuration ({exc})") from None
+
+
+def load_model(run_dir: str | Path) -> tuple[FullyConnectedNet, TrainConfig, Dataset]:
+    """The model saved in ``run_dir`` (config.json + model.npz), its config and dataset."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
     data = load_dataset(config.dataset, config.data_dir)
     model = build_model(config, data)
     state = load_verified(run_dir / "model.npz")
