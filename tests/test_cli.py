@@ -1,12 +1,18 @@
 """The command line: `normgrad verify` and friends."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
+import normgrad.train
 from normgrad import cli, verify
+from normgrad.errors import NormgradUsageError
+from normgrad.train import TrainConfig
 
 
 def test_verify_passes_and_prints_every_section(capsys):
@@ -15,7 +21,7 @@ def test_verify_passes_and_prints_every_section(capsys):
     for text in ("[ops]", "[seeds]", "[precision]", "group_norm", "instance_norm", "(N, H, W, C)"):
         assert text in out
     assert "0 failed" in out
-    assert "seed 000 final formula, biased variance" in out
+    assert "final formula, biased variance" in out
 
 
 def test_verify_exits_nonzero_when_a_check_fails(capsys, monkeypatch):
@@ -79,3 +85,120 @@ def test_bench_quick_runs_and_reports_every_method(tmp_path, monkeypatch, capsys
     result = json.loads(out.read_text())
     assert {"machine", "bandwidth_GBps", "rows", "paper_network_samples_per_s"} <= set(result)
     assert all(r["times_ms"] for r in result["rows"])
+
+
+def _train_args(*argv):
+    return cli.build_parser().parse_args(["train", *argv])
+
+
+def test_train_defaults_are_train_configs():
+    """Written once, in TrainConfig: the parser's defaults are its field defaults, and a run
+    with no options is TrainConfig's default run."""
+    args = _train_args("--out", "x")
+    options = [f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]
+    assert len(options) == len(dataclasses.fields(TrainConfig)) - 1  # all but log_every
+    for name in options:
+        assert getattr(args, name) == TrainConfig.default(name), name
+    assert cli._train_config(args) == TrainConfig(steps=TrainConfig.DEFAULT_STEPS)
+    assert cli._train_config(_train_args("--epochs", "3")) == TrainConfig(epochs=3)
+
+
+def _help(capsys, *argv) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+
+
+def test_train_help_shows_train_configs_defaults(capsys, monkeypatch):
+    text = _help(capsys, "train")
+    for shown in ("digits", "batch_norm", "100,100,100", "relu", "60", "0.1", "sgd", "he",
+                  "1000", "500", "float32"):  # fmt: skip
+        assert f"(default {shown})" in text, shown
+    assert f"(default {TrainConfig.DEFAULT_STEPS} unless --epochs is given)" in text
+    # read from TrainConfig, not copied: change a default there and the CLI follows
+    lr = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr")
+    monkeypatch.setattr(lr, "default", 0.25)
+    assert "learning rate (default 0.25)" in _help(capsys, "train")
+    assert _train_args().lr == 0.25
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("batch", "batch_norm"), ("layer", "layer_norm"), ("group", "group_norm"),
+     ("batch_norm", "batch_norm"), ("none", "none")],
+)  # fmt: skip
+def test_norm_takes_the_canonical_names_and_the_old_short_ones(given, stored):
+    assert _train_args("--norm", given).norm == stored
+    assert cli._train_config(_train_args("--norm", given)).norm == stored
+
+
+def test_an_unknown_norm_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--out", "x", "--norm", "instance"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_usage_error_from_the_library_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    def start_run(*args, **kwargs):
+        raise NormgradUsageError("that directory is no good")
+
+    monkeypatch.setattr(normgrad.train, "start_run", start_run)
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == "normgrad train: error: that directory is no good\n"
+
+
+def test_a_plain_value_error_is_a_bug_not_a_usage_error(monkeypatch, tmp_path):
+    def start_run(*args, **kwargs):
+        raise ValueError("a bug in normgrad")
+
+    monkeypatch.setattr(normgrad.train, "start_run", start_run)
+    with pytest.raises(ValueError, match="a bug in normgrad"):
+        cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"])
+
+
+def test_a_bug_exits_1_with_a_traceback(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        import normgrad.train
+        from normgrad import cli
+
+        def start_run(*args, **kwargs):
+            raise ValueError("a bug in normgrad")
+
+        normgrad.train.start_run = start_run
+        sys.exit(cli.main(["train", "--out", {str(tmp_path / "r")!r}, "--no-progress"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ValueError: a bug in normgrad" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--norm", "group", "--hidden", "10", "--steps", "1"], "multiple of 4"),
+        (["train", "--weight-scale", "huge", "--steps", "1"], "--weight-scale must be"),
+        (["train", "--lr", "-1", "--steps", "1"], "--lr must be positive"),
+        (["train", "--batch-size", "5000", "--steps", "1"], "larger than the training set"),
+        (["train", "--resume", "DIR", "--seed", "3"], "drop --seed"),
+        (["reproduce", "ioffe2015", "--steps", "0"], "--steps must be at least 1"),
+        (["explain", "--op", "group_norm", "--shape", "2,3", "--groups", "2"], "must divide"),
+    ],
+)
+def test_bad_settings_are_usage_errors(tmp_path, capsys, argv, message):
+    if argv[0] == "train" and "--resume" not in argv:
+        argv = [*argv, "--out", str(tmp_path / "run"), "--no-progress"]
+    if argv[0] == "reproduce":
+        argv = [*argv, "--out", str(tmp_path / "exp"), "--dataset", "digits", "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_help_names_no_internal_documents(capsys):
+    """The help speaks of the staged backward, the closed form and the Bessel-corrected
+    formula, and of docs/design.md, never of internal file or seed numbers."""
+    for command in ("verify", "explain", "graph", "check", "train", "reproduce", "bench"):
+        text = _help(capsys, command)
+        assert not re.search(r"seeds? 00\d|DESIGN\.md|shared/seeds", text), command

@@ -1,16 +1,21 @@
-"""The ``normgrad`` command line.
+"""The ``normgrad`` command line: each command parses its options, calls one library
+function and prints what it returns.
 
 Subcommands import what they need when they run, so ``normgrad --help`` stays fast and the
-core never imports the command line.
+core never imports the command line. A :class:`~normgrad.errors.NormgradUsageError` (bad
+input: a missing file, a bad setting, a missing extra) prints one line and exits 2, as
+argparse's own errors do; any other exception is a bug and surfaces as a traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import normgrad
+from normgrad.errors import MissingDependencyError, NormgradUsageError
 
 DESCRIPTION = """\
 normgrad: batch, layer, group and instance normalization with exact forward and
@@ -22,6 +27,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from normgrad import verify
     from normgrad.torch_reference import torch_available
 
+    if args.json:
+        _write_text(args.json, "", "--json")  # fail now, not after every check has run
     use_torch = torch_available() and not args.no_torch
     print(verify.header(use_torch), flush=True)
     section = None
@@ -37,19 +44,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     failed = [r for r in rows if not r.passed]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     if args.json:
-        try:
-            with open(args.json, "w") as fh:
-                fh.write(verify.rows_to_json(rows))
-        except OSError as exc:
-            print(
-                f"normgrad verify: cannot write --json {args.json}: {exc.strerror}", file=sys.stderr
-            )
-            return 2
+        _write_text(args.json, verify.rows_to_json(rows), "--json")
     return 1 if failed else 0
-
-
-class UsageError(Exception):
-    """Bad input on the command line: one line on stderr, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +77,9 @@ def _example(args: argparse.Namespace):
             args.op, args.shape, seed=args.seed, num_groups=args.groups, bessel=args.bessel
         )
     except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+        # The core's argument checks are the authority on which shapes and group counts an
+        # op accepts; here they judge what the user typed, so they are usage errors.
+        raise NormgradUsageError(str(exc)) from None
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -97,13 +95,15 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
     try:
         fmt = graph.infer_format(args.out, args.format)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # the user's --out or --format
+        raise NormgradUsageError(str(exc)) from None
     example = _example(args)
     try:
         path = graph.draw_example(example, args.out, fmt)
-    except (FileNotFoundError, ImportError) as exc:  # no such directory; no graphviz package
-        raise UsageError(str(exc)) from None
+    except FileNotFoundError as exc:  # no such output directory
+        raise NormgradUsageError(str(exc)) from None
+    except ImportError as exc:  # no graphviz package
+        raise MissingDependencyError(str(exc)) from None
     except graph.RenderError as exc:
         print(f"normgrad graph: {exc}", file=sys.stderr)
         return 1
@@ -117,151 +117,92 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         path, name = grader.parse_target(args.target)
         rows = grader.grade(path, name)
-    except grader.UsageError as exc:
-        raise UsageError(str(exc)) from None
+    except grader.UsageError as exc:  # the grader's own usage errors: a file it cannot grade
+        raise NormgradUsageError(str(exc)) from None
     if args.json:
         _write_text(args.json, grader.rows_to_json(rows), "--json")
     print(grader.format_rows(rows))
     return 1 if any(not r.passed for r in rows) else 0
 
 
-TRAIN_DEFAULTS = {
-    "dataset": "digits", "data_dir": None, "norm": "batch", "hidden": [100, 100, 100],
-    "activation": "relu", "batch_size": 60, "steps": None, "epochs": None, "lr": 0.1,
-    "optimizer": "sgd", "momentum": 0.0, "weight_scale": "he", "seed": 0,
-    "checkpoint_every": 1000, "eval_every": 500, "dtype": "float32",
-}  # fmt: skip
+def _train_config(args: argparse.Namespace):
+    """The TrainConfig of ``normgrad train``'s options (every field the parser holds)."""
+    from normgrad.train import TrainConfig
 
-
-def _progress(args):
-    from normgrad.progress import progress_factory
-
-    try:
-        return progress_factory(not args.no_progress)
-    except ImportError as exc:
-        raise UsageError(f"{exc} (or --no-progress)") from None
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig.from_options(**options)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from normgrad.data import DatasetError
-    from normgrad.train import CheckpointError, TrainConfig, Trainer, TrainingDiverged
+    from normgrad.train import TrainingDiverged, mpi_world, resume_run, start_run
 
-    comm = None
-    if args.distributed:
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise UsageError("--distributed needs mpi4py: pip install 'normgrad[mpi]'") from None
-        comm = MPI.COMM_WORLD
+    comm = mpi_world() if args.distributed else None
     root = comm is None or comm.Get_rank() == 0
-    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    progress = not args.no_progress
     if args.resume:
-        if given or args.out:
-            names = ", ".join(
-                "--" + k.replace("_", "-") for k in [*given, *(["out"] if args.out else [])]
+        given = [*args.given_options, *(["--out"] if args.out else [])]
+        if given:
+            raise NormgradUsageError(
+                f"--resume DIR continues a run with its own settings; drop {', '.join(given)}"
             )
-            raise UsageError(f"--resume DIR continues a run with its own settings; drop {names}")
         out = Path(args.resume)
-        try:
-            config = TrainConfig.from_json((out / "config.json").read_text())
-        except FileNotFoundError:
-            raise UsageError(f"{out}: no config.json; not a normgrad training run") from None
-    else:
-        if not args.out:
-            raise UsageError("--out DIR is required (or --resume DIR)")
+    elif args.out:
         out = Path(args.out)
-        settings = TRAIN_DEFAULTS | given
-        if settings["steps"] is None and settings["epochs"] is None:
-            settings["steps"] = 2000
-        config = TrainConfig(**settings)
-        if (out / "checkpoint.npz").exists():
-            raise UsageError(f"{out} already holds a run: --resume {out}, or choose another --out")
-    try:
-        config.validate()
-        progress = _progress(args) if root else None
-        trainer = Trainer(config, out, progress=progress, label=out.name or "train", comm=comm)
-    except (ValueError, DatasetError) as exc:
-        raise UsageError(str(exc)) from None
-    if args.resume:
-        if trainer.checkpoint_path.exists():
-            try:
-                trainer.load_checkpoint()
-            except CheckpointError as exc:
-                raise UsageError(str(exc)) from None
-            if root:
-                print(f"resuming {out} at step {trainer.step} of {trainer.total}")
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        if root:
-            (out / "config.json").write_text(config.to_json())
+        raise NormgradUsageError("--out DIR is required (or --resume DIR)")
     try:
-        result = trainer.run()
+        if args.resume:
+            report = resume_run(out, comm=comm, progress=progress, log=print)
+        else:
+            report = start_run(_train_config(args), out, comm=comm, progress=progress)
     except TrainingDiverged as exc:  # every rank sees the same loss, so all stop here
-        kept = (
-            "the last good checkpoint is kept"
-            if trainer.checkpoint_path.exists()
-            else "no checkpoint was written"
-        )
         if root:
+            kept = (
+                "the last good checkpoint is kept"
+                if exc.checkpoint_kept
+                else ("no checkpoint was written")
+            )
             print(f"normgrad train: stopped: {exc}; {kept} in {out}", file=sys.stderr)
         return 3
-    except Exception:
-        if comm is None:
-            raise
-        # One failed rank must not leave the others waiting in a collective forever.
-        import traceback
-
-        traceback.print_exc()
-        print(f"normgrad train: rank {comm.Get_rank()} failed; aborting all ranks", file=sys.stderr)
-        comm.Abort(1)
-        return 1  # not reached: MPI_Abort ends every rank
     if root:
         print(
-            f"{result.steps} steps; test accuracy {result.test_accuracy:.4f}; wrote {out}/model.npz"
+            f"{report.steps} steps; {report.split} accuracy {report.accuracy:.4f}; "
+            f"wrote {report.model_path}"
         )
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from normgrad.data import DatasetError
-    from normgrad.train import CheckpointError, accuracy, load_model
+    from normgrad.train import evaluate_run
 
-    try:
-        model, config, data = load_model(args.run_dir)
-    except (CheckpointError, DatasetError) as exc:
-        raise UsageError(str(exc)) from None
-    acc = accuracy(model, data.x_test.astype(config.dtype), data.y_test)
-    print(f"{args.run_dir}: test accuracy {acc:.4f} on {len(data.x_test)} {config.dataset} images")
+    result = evaluate_run(args.run_dir)
+    print(
+        f"{args.run_dir}: test accuracy {result.accuracy:.4f} on {result.count} "
+        f"{result.dataset} images"
+    )
     return 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from normgrad.data import DatasetError
-    from normgrad.train import reproduce
+    from normgrad.tools.table import Column, Table
 
     out = Path(args.out or args.experiment)
-    if not out.parent.is_dir():
-        raise UsageError(f"the parent directory of --out {out} does not exist")
-    out.mkdir(exist_ok=True)
-    if args.steps < 1 or args.epochs < 1:
-        raise UsageError("--steps and --epochs must be at least 1")
-    try:
-        if args.experiment == "weight-scale":
-            summary = reproduce.weight_scale(
-                out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                epochs=args.epochs, progress=not args.no_progress,
-            )  # fmt: skip
-            print(f"wrote {out}/report.md, weight_scale.png, batch_size.png and the CSVs")
-            return 0
-        summary = reproduce.ioffe2015(
-            out, steps=args.steps, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-            progress=not args.no_progress,
-        )  # fmt: skip
-    except (DatasetError, ImportError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    for label, acc in summary["final"].items():
-        print(f"{label:<11} final test accuracy {acc:.4f}  ({summary['times'][label]:.0f} s)")
-    print(f"wrote {out}/report.md, fig1a_accuracy.png, fig1bc_sigmoid_input.png, series.csv")
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
+              "progress": not args.no_progress}  # fmt: skip
+    if args.experiment == "ioffe2015":
+        from normgrad.experiments import ioffe2015
+
+        result = ioffe2015.run(out, steps=args.steps, **common)
+        columns = [Column("network"), Column("final test accuracy", ".4f", align="right"),
+                   Column("training time", align="right")]  # fmt: skip
+        rows = [[label, acc, f"{result.seconds[label]:.0f} s"]
+                for label, acc in result.final_accuracy.items()]  # fmt: skip
+        print(Table(columns).render(rows))
+    else:
+        from normgrad.experiments import weight_scale
+
+        result = weight_scale.run(out, epochs=args.epochs, **common)
+    print(f"wrote {out / result.files[0]}, {', '.join(result.files[1:])}")
     return 0
 
 
@@ -272,7 +213,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             import mpi4py  # noqa: F401
         except ImportError:
-            raise UsageError("bench --mpi needs mpi4py: pip install 'normgrad[mpi]'") from None
+            raise MissingDependencyError(
+                "bench --mpi needs mpi4py: pip install 'normgrad[mpi]'"
+            ) from None
         from normgrad.dist import bench as mpi_bench
 
         rows = mpi_bench.run()
@@ -299,7 +242,7 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _weight_scale(text: str):
+def _weight_scale(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
@@ -307,11 +250,91 @@ def _weight_scale(text: str):
 
 
 def _write_text(path: str, text: str, what: str) -> None:
+    from normgrad.io import atomic_write
+
     try:
-        with open(path, "w") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise UsageError(f"cannot write {what} {path}: {exc.strerror}") from None
+        atomic_write(path, text)
+    except OSError as exc:  # the user's path: no such directory, no permission
+        raise NormgradUsageError(f"cannot write {what} {path}: {exc.strerror}") from None
+
+
+class _GivenOption(argparse.Action):
+    """Stores the value as ``store`` does, and notes that the option was given: ``--resume``
+    takes every setting from the run and refuses any on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given_options = [*namespace.given_options, option_string]
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """``normgrad train``'s run settings, one per TrainConfig field, whose defaults (and
+    the defaults their help shows) are TrainConfig's."""
+    from normgrad.data import DATASETS
+    from normgrad.train.config import (
+        ACTIVATIONS,
+        DTYPES,
+        NORM_ALIASES,
+        NORM_CHOICES,
+        OPTIMIZERS,
+        TrainConfig,
+        canonical_norm,
+    )
+
+    def option(flag: str, help: str, *, to=p, shown=None, **kw) -> None:
+        """Add ``flag`` with TrainConfig's default; ``shown`` replaces the default in the
+        help text (``""``: say nothing)."""
+        dest = flag[2:].replace("-", "_")
+        default = TrainConfig.default(dest)
+        if shown is None:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        text = f"{help} (default {shown})" if shown else help
+        to.add_argument(flag, action=_GivenOption, default=default, help=text, **kw)
+
+    option("--dataset", "the images to train on", choices=DATASETS)
+    option(
+        "--data-dir",
+        "directory with the four IDX files: needed for mnist; fashion-mnist "
+        "defaults to Debian's dataset-fashion-mnist package",
+        metavar="DIR",
+        shown="",
+    )
+    option(
+        "--norm",
+        "the normalization before each activation; the short names "
+        f"{', '.join(NORM_ALIASES)} also work",
+        type=canonical_norm,
+        choices=NORM_CHOICES,
+    )
+    option("--hidden", "hidden layer sizes", type=_hidden, metavar="SIZES")
+    option("--activation", "the activation", choices=ACTIVATIONS)
+    option("--batch-size", "images per step", type=int, metavar="N")
+    length = p.add_mutually_exclusive_group()
+    option(
+        "--steps",
+        "training steps",
+        to=length,
+        type=int,
+        metavar="N",
+        shown=f"{TrainConfig.DEFAULT_STEPS} unless --epochs is given",
+    )
+    option(
+        "--epochs", "or: passes over the training set", to=length, type=int, metavar="N", shown=""
+    )
+    option("--lr", "learning rate", type=float)
+    option("--optimizer", "the optimizer", choices=OPTIMIZERS)
+    option("--momentum", "SGD momentum", type=float)
+    option(
+        "--weight-scale",
+        "std of the initial weights, or he/xavier/lecun",
+        type=_weight_scale,
+        metavar="STD|NAME",
+    )
+    option("--seed", "seeds the weights and the order of the data", type=int)
+    option("--checkpoint-every", "steps between checkpoints", type=int, metavar="K")
+    option("--eval-every", "steps between test evaluations", type=int, metavar="K")
+    option("--dtype", "of parameters and data", choices=DTYPES)
+    p.set_defaults(given_options=[])
 
 
 def _add_example_args(p: argparse.ArgumentParser) -> None:
@@ -326,6 +349,8 @@ def _add_example_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from normgrad.experiments import EXPERIMENTS, ioffe2015, weight_scale
+
     parser = _Parser(
         prog="normgrad",
         description=DESCRIPTION,
@@ -341,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Run every normalization op in every layout and variance convention, and print\n"
             "the relative error of the staged backward against the closed form, of the\n"
             "closed form against central differences, and of both passes against PyTorch\n"
-            "(when installed); then seeds 000-002 against the library and the precision\n"
-            "checks. Exits 1 if any check fails."
+            "(when installed); then the staged backward, the closed form and the\n"
+            "Bessel-corrected formula as first written down, against the library; then the\n"
+            "precision checks. Exits 1 if any check fails."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -356,10 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk the backward pass step by step on a small example",
         description=(
             "Print the backward pass of a normalization on a small seeded example, one\n"
-            "graph node at a time in seed 002's numbering (9 down to 0): the node, its local\n"
-            "derivative, the gradient it passes down, where two gradients meet and are\n"
-            "added; then the closed form and a check that the staged, closed-form, automatic\n"
-            "and numerical gradients agree. --bessel shows where n/(n-1) comes from."
+            "graph node at a time in the staged backward's numbering (9 down to 0): the\n"
+            "node, its local derivative, the gradient it passes down, where two gradients\n"
+            "meet and are added; then the closed form and a check that the staged,\n"
+            "closed-form, automatic and numerical gradients agree. --bessel shows where\n"
+            "n/(n-1) comes from."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -415,25 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
-                   help="default digits (needs no files)")  # fmt: skip
-    p.add_argument("--data-dir", help="directory with the four IDX files (mnist, fashion-mnist)")
-    p.add_argument("--norm", choices=("batch", "layer", "group", "none"), help="default batch")
-    p.add_argument("--hidden", type=_hidden, help="hidden sizes, default 100,100,100")
-    p.add_argument("--activation", choices=("relu", "sigmoid"), help="default relu")
-    p.add_argument("--batch-size", type=int, help="default 60")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training steps (default 2000)")
-    length.add_argument("--epochs", type=int, help="or: passes over the training set")
-    p.add_argument("--lr", type=float, help="learning rate, default 0.1")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default sgd")
-    p.add_argument("--momentum", type=float, help="SGD momentum, default 0")
-    p.add_argument("--weight-scale", type=_weight_scale,
-                   help="std of the initial weights, or he/xavier/lecun (default he)")  # fmt: skip
-    p.add_argument("--seed", type=int, help="seeds weights and data order, default 0")
-    p.add_argument("--checkpoint-every", type=int, metavar="K", help="steps, default 1000")
-    p.add_argument("--eval-every", type=int, metavar="K", help="steps, default 500")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+    _add_train_options(p)
     p.add_argument("--out", metavar="DIR", help="where the run is written")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument(
@@ -459,21 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
             "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots,\n"
             "series.csv and report.md to --out.\n"
             "weight-scale: the CS231n experiments: best validation accuracy and final training\n"
-            "loss of an 8-layer net with and without batch norm over 20 weight scales\n"
+            "loss of an 8-layer net with and without batch norm over "
+            f"{weight_scale.DEFAULT_NUM_SCALES} weight scales\n"
             "(1e-4 to 1), and batch and layer norm at batch sizes 5, 10 and 50.\n"
             "Both use Fashion-MNIST when installed (apt-get install dataset-fashion-mnist),\n"
             "else scikit-learn's digits."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("experiment", choices=("ioffe2015", "weight-scale"))
-    p.add_argument("--steps", type=int, default=50_000, help="ioffe2015: steps per network")
-    p.add_argument("--epochs", type=int, default=10, help="weight-scale: epochs per run")
+    p.add_argument("experiment", choices=tuple(EXPERIMENTS))
+    p.add_argument("--steps", type=int, default=ioffe2015.DEFAULT_STEPS,
+                   help="ioffe2015: steps per network (default %(default)s)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=weight_scale.DEFAULT_EPOCHS,
+                   help="weight-scale: epochs per run (default %(default)s)")  # fmt: skip
     p.add_argument("--out", help="output directory (default ./EXPERIMENT)")
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the four IDX files")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
 
@@ -484,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Time batch norm at (256, 1024), (4096, 1024), (65536, 256) and (32, 64, 56, 56)\n"
             "in NCHW and NHWC, float32 and float64, training forward+backward and eval\n"
-            "forward: seed 002's staged path, the NumPy closed form, the fused Numba path and\n"
+            "forward: the staged backward, the NumPy closed form, the fused Numba path and\n"
             "PyTorch's CPU kernel (same thread count), side by side, as medians of\n"
             "interleaved runs. Each is reported as a multiple of PyTorch's time and of the\n"
             "memory-traffic floor (from a STREAM triad in the same run). Also layer and\n"
@@ -511,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except UsageError as exc:
+    except NormgradUsageError as exc:
         print(f"normgrad {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
