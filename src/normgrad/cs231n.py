@@ -15,7 +15,7 @@ Semantics that differ from normgrad's native (PyTorch-style) API:
   were there are not modified), starting from zeros when absent.
 - ``spatial_groupnorm_*`` take and return gamma/beta of shape ``(1, C, 1, 1)``.
 
-The caches are normgrad's :class:`~normgrad.core.normalize.NormCache`; ``batchnorm_backward``
+The caches are normgrad's :class:`~normgrad.core.cache.NormCache`; ``batchnorm_backward``
 is the staged (computational-graph) backward and ``batchnorm_backward_alt`` the closed form,
 both on the same cache.
 """
@@ -102,7 +102,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 def batchnorm_backward(dout, cache):
     """Staged backward through the computational graph (seed 002). Returns (dx, dgamma, dbeta)."""
-    return staged_backward(dout, cache, _op="batch_norm")
+    return staged_backward(dout, cache, op="batch_norm")
 
 
 def batchnorm_backward_alt(dout, cache):
