@@ -20,7 +20,7 @@ checked against each other and against PyTorch."""
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from normgrad import verify
-    from normgrad.torch_reference import torch_available
+    from normgrad.reference.pytorch import torch_available
 
     use_torch = torch_available() and not args.no_torch
     print(verify.header(use_torch), flush=True)

@@ -5,7 +5,7 @@ notebooks' checks run unchanged::
 
     from normgrad.cs231n import batchnorm_forward, batchnorm_backward, batchnorm_backward_alt
 
-Semantics that differ from normgrad's native (PyTorch-style) API:
+Semantics that differ from normgrad's native (PyTorch-style) API (docs/design.md §8):
 
 - ``bn_param["mode"]`` is required: ``"train"`` or ``"test"``.
 - ``bn_param["momentum"]`` (default 0.9) weights the *old* running value:
@@ -101,12 +101,15 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 
 def batchnorm_backward(dout, cache):
-    """Staged backward through the computational graph (seed 002). Returns (dx, dgamma, dbeta)."""
+    """The staged backward (Kratzert's nine-step graph, docs/design.md §3).
+
+    Walks the computational graph from step 9 down to step 0. Returns (dx, dgamma, dbeta).
+    """
     return staged_backward(dout, cache, op="batch_norm")
 
 
 def batchnorm_backward_alt(dout, cache):
-    """Closed-form backward (seed 001), on the same cache. Returns (dx, dgamma, dbeta)."""
+    """The closed form (docs/design.md §4), on the same cache. Returns (dx, dgamma, dbeta)."""
     return ops.batch_norm_backward(dout, cache)
 
 
