@@ -5,7 +5,7 @@ Any batch-norm layout is a view ``(A, C, B)`` with the channel in the middle: A 
 product of the axes before the channel axis and B of those after it. (N, D) and NHWC are
 ``(N*H*W, C, 1)``; NCHW is ``(N, C, H*W)``. Statistics are per channel over A and B.
 
-Memory traffic is what costs (docs/design.md, the cost model), so each pass reads x once:
+Memory traffic is what costs (docs/design.md §11), so each pass reads x once:
 
 - ``stats``: per channel, sums of ``x - K`` and ``(x - K)^2`` in float64 with a per-channel
   shift K (the channel's first value). Shifting by a value near the mean keeps the variance

@@ -1,7 +1,7 @@
 """The NumPy backend: the shared statistics, normalize and closed-form backward every op uses.
 
 Given a :class:`~normgrad.core.layout.NormLayout` (which axes are reduced, how the affine
-parameters broadcast, whether to centre), this module computes (docs/design.md)::
+parameters broadcast, whether to centre), this module computes (docs/design.md §2, §4, §6)::
 
     mu    = mean_R(x)                        (0 for RMS norm, which does not centre)
     var   = sum_R((x - mu)^2) / M            (or / (M - 1) with bessel=True)
@@ -185,7 +185,7 @@ def normalize_forward(
 
 
 def normalize_backward(dy: np.ndarray, cache: NormCache):
-    """Closed-form gradients ``(dx, dgamma, dbeta)`` (docs/design.md).
+    """Closed-form gradients ``(dx, dgamma, dbeta)`` (docs/design.md §4).
 
     ``dgamma``/``dbeta`` are None when gamma/beta were None. In eval mode the statistics are
     constants and the backward is that of the per-channel affine map ``dx = dxhat * r``.

@@ -8,7 +8,7 @@ Each op is an entry of the table of ops (:mod:`normgrad.core.table`) run by one 
 walks the computational graph node by node (:mod:`normgrad.core.staged`). The public
 functions below only give each op its familiar signature and docstring.
 
-Conventions (docs/design.md):
+Conventions (docs/design.md §8, §9, §10):
 
 - Inputs are never modified. The only arrays written are ``running_mean`` and
   ``running_var`` passed to :func:`batch_norm_forward` in training mode, updated in place.

@@ -1,6 +1,6 @@
 """The staged backward: the computational graph's nodes, walked back one step per node.
 
-The forward pass, split into the nodes of the graph Kratzert draws (docs/sources.md; the
+The forward pass, split into the nodes of the graph Kratzert draws (docs/design.md §3; the
 nodes themselves are described once, in :mod:`normgrad.core.table`)::
 
     step 1  mu      = mean_R(x)

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-#: Floating dtypes the core accepts. float16 is computed in float32 (see docs/design.md).
+#: Floating dtypes the core accepts. float16 is computed in float32 (docs/design.md §10).
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
