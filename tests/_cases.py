@@ -46,7 +46,7 @@ class Call:
         return getattr(ng, f"{self.op}_backward_staged")(dy, cache, **kw)
 
     def reference_kwargs(self) -> dict:
-        """Keyword arguments for normgrad.torch_reference.reference."""
+        """Keyword arguments for normgrad.reference.pytorch.reference."""
         kw = {k: v for k, v in self.kwargs.items() if k != "running_mean" and k != "running_var"}
         if "running_mean" in self.kwargs:
             kw["running_mean"] = self.kwargs["running_mean"].copy()

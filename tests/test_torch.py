@@ -9,7 +9,7 @@ from _cases import Call, error_scales, norm_calls
 from normgrad.gradcheck import assert_close
 
 torch = pytest.importorskip("torch")
-from normgrad.torch_reference import reference  # noqa: E402  (after the skip)
+from normgrad.reference.pytorch import reference  # noqa: E402  (after the skip)
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import normgrad as ng
-from normgrad import kernels
+from normgrad import backends as kernels
 from normgrad.progress import progress_factory
 
 FULL_SHAPES = [

@@ -25,7 +25,7 @@ checked against each other and against PyTorch."""
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from normgrad import verify
-    from normgrad.torch_reference import torch_available
+    from normgrad.reference.pytorch import torch_available
 
     if args.json:
         _write_text(args.json, "", "--json")  # fail now, not after every check has run

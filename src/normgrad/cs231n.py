@@ -5,7 +5,7 @@ notebooks' checks run unchanged::
 
     from normgrad.cs231n import batchnorm_forward, batchnorm_backward, batchnorm_backward_alt
 
-Semantics that differ from normgrad's native (PyTorch-style) API:
+Semantics that differ from normgrad's native (PyTorch-style) API (docs/design.md §8):
 
 - ``bn_param["mode"]`` is required: ``"train"`` or ``"test"``.
 - ``bn_param["momentum"]`` (default 0.9) weights the *old* running value:
@@ -15,7 +15,7 @@ Semantics that differ from normgrad's native (PyTorch-style) API:
   were there are not modified), starting from zeros when absent.
 - ``spatial_groupnorm_*`` take and return gamma/beta of shape ``(1, C, 1, 1)``.
 
-The caches are normgrad's :class:`~normgrad.core.normalize.NormCache`; ``batchnorm_backward``
+The caches are normgrad's :class:`~normgrad.core.cache.NormCache`; ``batchnorm_backward``
 is the staged (computational-graph) backward and ``batchnorm_backward_alt`` the closed form,
 both on the same cache.
 """
@@ -101,12 +101,15 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 
 def batchnorm_backward(dout, cache):
-    """Staged backward through the computational graph (seed 002). Returns (dx, dgamma, dbeta)."""
-    return staged_backward(dout, cache, _op="batch_norm")
+    """The staged backward (Kratzert's nine-step graph, docs/design.md §3).
+
+    Walks the computational graph from step 9 down to step 0. Returns (dx, dgamma, dbeta).
+    """
+    return staged_backward(dout, cache, op="batch_norm")
 
 
 def batchnorm_backward_alt(dout, cache):
-    """Closed-form backward (seed 001), on the same cache. Returns (dx, dgamma, dbeta)."""
+    """The closed form (docs/design.md §4), on the same cache. Returns (dx, dgamma, dbeta)."""
     return ops.batch_norm_backward(dout, cache)
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import normgrad as ng
-from normgrad import seeds
 from normgrad.gradcheck import check_gradients, max_rel_error
-from normgrad.torch_reference import reference, torch_available
+from normgrad.reference import writeups
+from normgrad.reference.pytorch import reference, torch_available
 
 #: Tolerances for float64 results (normwise relative error).
 TOL_STAGED = 1e-10
@@ -164,18 +164,18 @@ def seed_rows(rng: np.random.Generator) -> list[Row]:
     ours = ng.batch_norm_backward(dy, cache)
     _, cache_b = ng.batch_norm_forward(x, gamma, beta, eps=eps, bessel=True)
     ours_bessel = ng.batch_norm_backward(dy, cache_b)
-    _, seed_cache = seeds.seed002_forward(x, gamma, beta, eps)
+    _, seed_cache = writeups.graph_walk_forward(x, gamma, beta, eps)
 
     def worst(a, b):
         return max(max_rel_error(p, q) for p, q in zip(a, b, strict=True))
 
-    s002 = worst(seeds.seed002_backward(dy, seed_cache), ours)
-    s001 = worst(seeds.seed001_backward(dy, seed_cache), ours)
+    s002 = worst(writeups.graph_walk_backward(dy, seed_cache), ours)
+    s001 = worst(writeups.closed_form_backward(dy, seed_cache), ours)
     s000_bessel = max_rel_error(
-        seeds.seed000_backward(dy, x, gamma, eps, variance="bessel")[0], ours_bessel[0]
+        writeups.bessel_formula_backward(dy, x, gamma, eps, variance="bessel")[0], ours_bessel[0]
     )
     s000_biased = max_rel_error(
-        seeds.seed000_backward(dy, x, gamma, eps, variance="biased")[0], ours[0]
+        writeups.bessel_formula_backward(dy, x, gamma, eps, variance="biased")[0], ours[0]
     )
     return [
         Row("seeds", "seed 002: staged backward, verbatim", {"vs normgrad": (s002, TOL_STAGED)}),

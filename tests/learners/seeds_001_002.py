@@ -1,6 +1,6 @@
 """A learner who wrote seed 002's staged backward and seed 001's closed form."""
 
-from normgrad import seeds
+from normgrad.reference import writeups
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -10,7 +10,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     running_mean = bn_param.get("running_mean", 0.0 * x[0])
     running_var = bn_param.get("running_var", 0.0 * x[0])
     if mode == "train":
-        out, cache = seeds.seed002_forward(x, gamma, beta, eps)
+        out, cache = writeups.graph_walk_forward(x, gamma, beta, eps)
         xhat, gamma, xmu, ivar, sqrtvar, var, eps = cache
         running_mean = momentum * running_mean + (1 - momentum) * x.mean(axis=0)
         running_var = momentum * running_var + (1 - momentum) * var
@@ -23,8 +23,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 
 def batchnorm_backward(dout, cache):
-    return seeds.seed002_backward(dout, cache)
+    return writeups.graph_walk_backward(dout, cache)
 
 
 def batchnorm_backward_alt(dout, cache):
-    return seeds.seed001_backward(dout, cache)
+    return writeups.closed_form_backward(dout, cache)

@@ -9,7 +9,15 @@
 """
 
 from normgrad.autodiff.engine import Tensor, unbroadcast
-from normgrad.autodiff.norms import batch_norm, group_norm, instance_norm, layer_norm, normalize
+from normgrad.autodiff.norms import (
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    norm,
+    normalize,
+    rms_norm,
+)
 
 __all__ = [
     "Tensor",
@@ -17,6 +25,8 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "norm",
     "normalize",
+    "rms_norm",
     "unbroadcast",
 ]

@@ -45,7 +45,7 @@ class Tensor:
         parents: the tensors this one was computed from, in argument order.
         op: the operation that produced it (``""`` for an input, ``"const"`` for a constant).
         name: an optional label (``"xmu"``, ``"ivar"``...), used by pictures and walks.
-        step: an optional step number (seed 002's numbering for batch norm).
+        step: an optional step number (the staged graph's numbering, docs/design.md §3).
     """
 
     def __init__(self, data, parents: Iterable[Tensor] = (), op: str = "", name: str = ""):

@@ -1,10 +1,11 @@
-"""Batch, layer, group and instance norm written once more, from autodiff primitives.
+"""The norms written once more, from autodiff primitives, for any op of the table.
 
-The forward pass follows seed 002's nine steps and tags each node with its step number and
-the post's name for it, so :mod:`normgrad.learn.graph` can draw the graph the post draws.
-Which axes are reduced comes from the same :class:`~normgrad.core.layout.NormLayout` the
-functional core uses; the gradients come from the engine alone, which makes them a third,
-independent derivation to hold against the closed form and the staged backward.
+The forward pass follows the staged graph's nodes (:mod:`normgrad.core.table`) and tags
+each node with its step number and name, so :mod:`normgrad.learn.graph` can draw the graph
+Kratzert's post draws. Which axes are reduced, and whether the op centres, come from the
+same :class:`~normgrad.core.layout.NormLayout` the functional core uses; the gradients come
+from the engine alone, which makes them a third, independent derivation to hold against
+the closed form and the staged backward.
 """
 
 from __future__ import annotations
@@ -12,13 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from normgrad.autodiff.engine import Tensor
-from normgrad.core.layout import (
-    NormLayout,
-    batch_norm_layout,
-    group_norm_layout,
-    instance_norm_layout,
-    layer_norm_layout,
-)
+from normgrad.core.layout import NormLayout
+from normgrad.core.table import OpSpec, get_op
 
 
 def _as_tensor(a, name: str) -> Tensor | None:
@@ -33,7 +29,8 @@ def _as_tensor(a, name: str) -> Tensor | None:
 def normalize(
     x, gamma, beta, layout: NormLayout, *, eps: float = 1e-5, bessel: bool = False
 ) -> Tensor:
-    """``gamma * (x - mean) / sqrt(var + eps) + beta`` over ``layout.reduce_axes``.
+    """``gamma * (x - mean) / sqrt(var + eps) + beta`` over ``layout.reduce_axes``
+    (``gamma * x / sqrt(mean(x^2) + eps)`` when the layout does not centre).
 
     ``x``, ``gamma`` and ``beta`` may be Tensors (to read their ``.grad`` afterwards) or
     arrays; gamma and beta may be None. Returns the output Tensor, shaped like x.
@@ -43,8 +40,11 @@ def normalize(
     axes = layout.reduce_axes
     xw = x.reshape(layout.work_shape).tag("x (grouped)") if layout.op == "group_norm" else x
 
-    mu = xw.mean(axis=axes, keepdims=True).tag("mu", 1)
-    xmu = (xw - mu).tag("xmu", 2)
+    if layout.centered:
+        mu = xw.mean(axis=axes, keepdims=True).tag("mu", 1)
+        xmu = (xw - mu).tag("xmu", 2)
+    else:  # RMS norm: no mean; x itself is squared and scaled
+        xmu = xw
     sq = (xmu**2).tag("sq", 3)
     if bessel:  # sum, then divide by M - 1: two nodes for step 4
         var = (sq.sum(axis=axes, keepdims=True).tag("sum_sq", 4) / (layout.count - 1)).tag("var", 4)
@@ -54,7 +54,7 @@ def normalize(
     ivar = (1.0 / sqrtvar).tag("ivar", 6)
     out = (xmu * ivar).tag("xhat", 7)
     if gamma is not None:
-        out = (_broadcastable(gamma, layout) * out).tag("gammax", 8)
+        out = (_broadcastable(gamma, layout) * out).tag("gammax" if layout.centered else "out", 8)
     if beta is not None:
         out = (out + _broadcastable(beta, layout)).tag("out", 9)
     if out.shape != layout.x_shape:
@@ -70,28 +70,49 @@ def _broadcastable(p: Tensor, layout: NormLayout) -> Tensor:
     return p.reshape(layout.param_bcast).tag(f"{p.name} (bcast)")
 
 
+def norm(
+    op: OpSpec | str,
+    x,
+    gamma,
+    beta=None,
+    *,
+    eps: float | None = None,
+    bessel: bool = False,
+    **option,
+) -> Tensor:
+    """Any op of the table, in training mode, from primitives; ``option`` is the op's axis
+    keyword (``channel_axis``, ``normalized_ndim``, ``num_groups``)."""
+    spec = get_op(op)
+    data = np.asarray(x.data if isinstance(x, Tensor) else x)
+    value = spec.check_input(data, option.get(spec.option, spec.option_default))
+    layout = spec.make_layout(data.shape, value)
+    if eps is None:
+        eps = spec.default_eps if spec.default_eps is not None else float(np.finfo(data.dtype).eps)
+    return normalize(x, gamma, beta, layout, eps=eps, bessel=bessel)
+
+
 def batch_norm(x, gamma, beta, *, channel_axis: int = 1, eps: float = 1e-5, bessel: bool = False):
     """Training-mode batch norm from primitives (batch statistics)."""
-    shape = np.shape(x.data if isinstance(x, Tensor) else x)
-    layout = batch_norm_layout(shape, channel_axis % len(shape))
-    return normalize(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    return norm("batch_norm", x, gamma, beta, channel_axis=channel_axis, eps=eps, bessel=bessel)
 
 
 def layer_norm(x, gamma, beta, *, normalized_ndim: int = 1, eps: float = 1e-5, bessel=False):
     """Layer norm over the last ``normalized_ndim`` axes, from primitives."""
-    shape = np.shape(x.data if isinstance(x, Tensor) else x)
-    return normalize(
-        x, gamma, beta, layer_norm_layout(shape, normalized_ndim), eps=eps, bessel=bessel
+    return norm(
+        "layer_norm", x, gamma, beta, normalized_ndim=normalized_ndim, eps=eps, bessel=bessel
     )
 
 
 def group_norm(x, gamma, beta, num_groups: int, *, eps: float = 1e-5, bessel: bool = False):
     """Group norm of (N, C, *spatial) in ``num_groups`` groups, from primitives."""
-    shape = np.shape(x.data if isinstance(x, Tensor) else x)
-    return normalize(x, gamma, beta, group_norm_layout(shape, num_groups), eps=eps, bessel=bessel)
+    return norm("group_norm", x, gamma, beta, num_groups=num_groups, eps=eps, bessel=bessel)
 
 
 def instance_norm(x, gamma, beta, *, eps: float = 1e-5, bessel: bool = False):
     """Instance norm of (N, C, *spatial), from primitives."""
-    shape = np.shape(x.data if isinstance(x, Tensor) else x)
-    return normalize(x, gamma, beta, instance_norm_layout(shape), eps=eps, bessel=bessel)
+    return norm("instance_norm", x, gamma, beta, eps=eps, bessel=bessel)
+
+
+def rms_norm(x, gamma, *, normalized_ndim: int = 1, eps: float | None = None):
+    """RMS norm over the last ``normalized_ndim`` axes, from primitives (no mean, no shift)."""
+    return norm("rms_norm", x, gamma, None, normalized_ndim=normalized_ndim, eps=eps)

@@ -1,8 +1,8 @@
-"""The functional core: pure functions over NumPy arrays (see :mod:`normgrad.core.ops`)."""
+"""The functional core: the table of ops, layouts, caches, the staged backward, the API."""
 
+from normgrad.core.cache import NormCache
 from normgrad.core.fold import fold_batch_norm
 from normgrad.core.layout import NormLayout
-from normgrad.core.normalize import NormCache
 from normgrad.core.ops import (
     batch_norm_backward,
     batch_norm_backward_staged,
@@ -16,17 +16,24 @@ from normgrad.core.ops import (
     layer_norm_backward,
     layer_norm_backward_staged,
     layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_backward_staged,
+    rms_norm_forward,
 )
 from normgrad.core.staged import Step, staged_backward
+from normgrad.core.table import OPS, OpSpec, get_op
 
 __all__ = [
+    "OPS",
     "NormCache",
     "NormLayout",
+    "OpSpec",
     "Step",
     "batch_norm_backward",
     "batch_norm_backward_staged",
     "batch_norm_forward",
     "fold_batch_norm",
+    "get_op",
     "group_norm_backward",
     "group_norm_backward_staged",
     "group_norm_forward",
@@ -36,5 +43,8 @@ __all__ = [
     "layer_norm_backward",
     "layer_norm_backward_staged",
     "layer_norm_forward",
+    "rms_norm_backward",
+    "rms_norm_backward_staged",
+    "rms_norm_forward",
     "staged_backward",
 ]

@@ -3,7 +3,7 @@
 A :class:`NormLayout` says how to view ``x`` (``work_shape``; only group norm reshapes),
 which axes of that view are reduced for the statistics (``reduce_axes``), and how the
 affine parameters broadcast against it (``param_shape`` as the user passes them,
-``param_bcast`` in the view). The shared routines in :mod:`normgrad.core.normalize` and
+``param_bcast`` in the view). The shared routines in :mod:`normgrad.backends.numpy_backend` and
 :mod:`normgrad.core.staged` work from a layout alone, so batch, layer, group and
 instance norm share one forward, one closed-form backward and one staged backward.
 
@@ -14,7 +14,12 @@ batch norm      any, channel at ``axis``    every axis but the channel       (C,
 layer norm      (..., *normalized)          the last ``normalized_ndim``     normalized
 group norm      (N, C, *S) -> (N,G,C/G,*S)  C/G and spatial                  (C,)
 instance norm   (N, C, *S)                  spatial                          (C,)
+RMS norm        (..., *normalized)          the last ``normalized_ndim``     normalized
 ==============  ==========================  ===============================  ==============
+
+RMS norm is the one op that does not centre: its layout says ``centered=False``, and the
+shared routines then take the mean as zero and the "variance" as the mean of squares.
+Which layout each op uses, and everything else about it, is in :mod:`normgrad.core.table`.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ class NormLayout:
     """Which axes a normalization reduces, for one input shape.
 
     Attributes:
-        op: ``"batch_norm"``, ``"layer_norm"``, ``"group_norm"`` or ``"instance_norm"``.
+        op: the op's name in :data:`normgrad.core.table.OPS` (``"batch_norm"``, ...).
         x_shape: the user's input shape.
         work_shape: the shape ``x`` is viewed as (equal to ``x_shape`` except for group norm).
         reduce_axes: axes of the view summed over for mean and variance.
         param_shape: shape of gamma and beta as the user passes them.
         param_bcast: shape gamma and beta are reshaped to so they broadcast against the view.
+        centered: whether the mean is subtracted (False for RMS norm, whose statistic is the
+            mean of squares around zero).
+        channel_axis: for batch norm, the one axis that is not reduced and that the
+            parameters vary along (statistics and parameters then share their axes, which
+            the backends use for shortcuts); None for every other op.
     """
 
     op: str
@@ -42,6 +52,8 @@ class NormLayout:
     reduce_axes: tuple[int, ...]
     param_shape: tuple[int, ...]
     param_bcast: tuple[int, ...]
+    centered: bool = True
+    channel_axis: int | None = None
 
     @property
     def count(self) -> int:
@@ -65,7 +77,9 @@ def batch_norm_layout(x_shape: tuple[int, ...], channel_axis: int) -> NormLayout
     c = x_shape[channel_axis]
     bcast = tuple(c if a == channel_axis else 1 for a in range(ndim))
     reduce_axes = tuple(a for a in range(ndim) if a != channel_axis)
-    return NormLayout("batch_norm", x_shape, x_shape, reduce_axes, (c,), bcast)
+    return NormLayout(
+        "batch_norm", x_shape, x_shape, reduce_axes, (c,), bcast, channel_axis=channel_axis
+    )
 
 
 def layer_norm_layout(x_shape: tuple[int, ...], normalized_ndim: int) -> NormLayout:
@@ -92,3 +106,12 @@ def instance_norm_layout(x_shape: tuple[int, ...]) -> NormLayout:
     bcast = (1, c) + (1,) * len(spatial)
     reduce_axes = tuple(range(2, len(x_shape)))
     return NormLayout("instance_norm", x_shape, x_shape, reduce_axes, (c,), bcast)
+
+
+def rms_norm_layout(x_shape: tuple[int, ...], normalized_ndim: int) -> NormLayout:
+    """RMS norm: layer norm's axes, without centring (root mean square around zero)."""
+    ln = layer_norm_layout(x_shape, normalized_ndim)
+    return NormLayout(
+        "rms_norm", ln.x_shape, ln.work_shape, ln.reduce_axes, ln.param_shape, ln.param_bcast,
+        centered=False,
+    )  # fmt: skip

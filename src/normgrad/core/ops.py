@@ -1,12 +1,14 @@
-"""The functional API: batch, layer, group and instance norm, forward and backward.
+"""The functional API: batch, layer, group, instance and RMS norm, forward and backward.
 
 Every forward returns ``(y, cache)`` and every backward takes ``(dy, cache)`` and returns
 ``(dx, dgamma, dbeta)``, in the style of ``torch.nn.functional`` and the CS231n course.
-Each op is a thin description of axes (:mod:`normgrad.core.layout`) over one shared
-implementation (:mod:`normgrad.core.normalize`); ``*_backward`` is the closed form and
-``*_backward_staged`` walks seed 002's graph node by node (:mod:`normgrad.core.staged`).
+Each op is an entry of the table of ops (:mod:`normgrad.core.table`) run by one generic
+:func:`forward` and :func:`backward`, which choose a backend object once
+(:mod:`normgrad.backends`); ``*_backward`` is the closed form and ``*_backward_staged``
+walks the computational graph node by node (:mod:`normgrad.core.staged`). The public
+functions below only give each op its familiar signature and docstring.
 
-Conventions (DESIGN.md §2):
+Conventions (docs/design.md §8, §9, §10):
 
 - Inputs are never modified. The only arrays written are ``running_mean`` and
   ``running_var`` passed to :func:`batch_norm_forward` in training mode, updated in place.
@@ -16,89 +18,147 @@ Conventions (DESIGN.md §2):
   value, biased variance) lives in :mod:`normgrad.cs231n`.
 - ``bessel=False`` (default) normalizes with the biased variance ``sum((x-mu)^2) / M``, as
   the paper, PyTorch and CS231n do; ``bessel=True`` divides by ``M - 1``, the convention
-  under seed 000's final formula, and its backward is the matching gradient.
+  under the Bessel-corrected formula, and its backward is the matching gradient. RMS norm
+  has no mean and no Bessel variant.
 - float16 input is computed in float32 and returned as float16; reductions accumulate in
   float64.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 
-from normgrad import kernels
-from normgrad.core import fused
+from normgrad import backends
 from normgrad.core import validate as v
-from normgrad.core.layout import (
-    NormLayout,
-    batch_norm_layout,
-    group_norm_layout,
-    instance_norm_layout,
-    layer_norm_layout,
-)
-from normgrad.core.normalize import (
-    NormCache,
-    check_cache,
-    check_dy,
-    normalize_backward,
-    normalize_forward,
-)
+from normgrad.core.cache import NormCache, check_cache
+from normgrad.core.layout import NormLayout
 from normgrad.core.staged import staged_backward
+from normgrad.core.table import (
+    BATCH_NORM,
+    GROUP_NORM,
+    INSTANCE_NORM,
+    LAYER_NORM,
+    RMS_NORM,
+    OpSpec,
+    get_op,
+)
 
 Grads = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
-def _check_training(training: Any) -> bool:
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be True or False; got {training!r}")
-    return bool(training)
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
 
 
-def _check_bessel(bessel: Any) -> bool:
-    if not isinstance(bessel, (bool, np.bool_)):
-        raise TypeError(f"bessel must be True or False; got {bessel!r}")
-    return bool(bessel)
-
-
-def _require_values(layout: NormLayout, *, at_least_two: bool, bessel: bool) -> None:
+def _check_count(spec: OpSpec, layout: NormLayout, *, training: bool, bessel: bool) -> None:
     """A variance needs two values per group (and M - 1 > 0 under Bessel's correction)."""
-    if at_least_two or bessel:
-        v.check_enough_values(layout.op, layout.x_shape, layout.count, bessel)
+    if (training and spec.min_values > 1) or bessel:
+        v.check_enough_values(spec, layout.x_shape, layout.count, bessel)
     elif layout.count == 0:
         raise ValueError(
-            f"{layout.op}: there are no values to normalize over in an input of shape "
+            f"{spec.name}: there are no values to normalize over in an input of shape "
             f"{layout.x_shape}"
         )
 
 
-def _affine_params(layout: NormLayout, gamma, beta, what: str):
+def forward(
+    op: OpSpec | str,
+    x,
+    gamma,
+    beta=None,
+    *,
+    eps: float | None = None,
+    bessel: bool = False,
+    backend: str | None = None,
+    training: bool = True,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    momentum: float = 0.1,
+    comm=None,
+    **option,
+) -> tuple[np.ndarray, NormCache]:
+    """Any op's forward pass: validate, pick a backend once, normalize, update running stats.
+
+    ``option`` is the op's axis keyword (``channel_axis``, ``normalized_ndim`` or
+    ``num_groups``); the batch-norm keywords (``training`` and the running statistics) are
+    refused by ops without running statistics. See the op's public function for the rest.
+    """
+    spec = get_op(op)
+    unknown = set(option) - {spec.option}
+    if unknown:
+        raise TypeError(f"{spec.name}_forward got an unexpected keyword {sorted(unknown)[0]!r}")
+    x = v.as_float_array("x", x)
+    layout = spec.make_layout(x.shape, spec.check_input(x, spec._option(option)))
+    what = spec.param_words
+    if spec.running_stats:  # batch norm: say which axis is the channel's
+        what = f"{what}, x.shape[{layout.channel_axis}]"
     gamma = v.check_param("gamma", gamma, layout.param_shape, what)
+    if beta is not None and not spec.has_beta:
+        raise TypeError(f"{spec.name} has no shift parameter: pass beta=None")
     beta = v.check_param("beta", beta, layout.param_shape, what)
-    return gamma, beta
+    bessel = _check_flag("bessel", bessel)
+    if bessel and not spec.bessel_allowed:
+        raise ValueError(f"{spec.name} has no Bessel-corrected variant: pass bessel=False")
+    eps = v.check_eps(_default_eps(spec, x) if eps is None else eps)
+    training = _check_flag("training", training)
 
+    if not spec.running_stats:
+        if not training or running_mean is not None or running_var is not None or comm:
+            raise TypeError(
+                f"{spec.name} has no running statistics: training, running_mean, "
+                "running_var and comm are for batch_norm"
+            )
+        _check_count(spec, layout, training=True, bessel=bessel)
+        chosen = backends.choose(backend, x.size, layout)
+        y, cache, _ = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+        return y, cache
 
-def _normalize_with_own_stats(
-    layout, x, gamma, beta, *, eps, bessel, what, at_least_two, backend=None
-):
-    """Layer, group and instance norm: validate the rest, then normalize with the input's
-    own statistics (they have no running statistics and no eval mode)."""
-    gamma, beta = _affine_params(layout, gamma, beta, what)
-    bessel = _check_bessel(bessel)
-    eps = v.check_eps(eps)
-    _require_values(layout, at_least_two=at_least_two, bessel=bessel)
-    use_fused = kernels.resolve(backend, x.size) == "numba" and fused.rows_supported(layout)
-    forward = fused.rows_forward if use_fused else normalize_forward
-    y, cache, _ = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
+    momentum = v.check_momentum(momentum)
+    running_mean = v.check_running("running_mean", running_mean, layout.param_shape)
+    running_var = v.check_running("running_var", running_var, layout.param_shape)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together, or neither")
+    # The synchronized statistics live in the NumPy backend; so does everything small.
+    chosen = backends.choose(backend, x.size, layout, comm=comm)
+
+    if not training:
+        if running_mean is None:
+            raise ValueError(
+                "training=False normalizes with running statistics: pass running_mean and "
+                "running_var"
+            )
+        stats = (running_mean, running_var)
+        y, cache, _ = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel, stats=stats)
+        return y, cache
+
+    if comm is None:  # with comm the count that matters is the global one, checked there
+        _check_count(spec, layout, training=True, bessel=bessel)
+    y, cache, mom = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel, comm=comm)
+    if running_mean is not None:
+        c = layout.param_shape
+        batch_mean = mom.mean.reshape(c)
+        unbiased_var = mom.m2.reshape(c) / (mom.count - 1)
+        running_mean[...] = (1.0 - momentum) * running_mean + momentum * batch_mean
+        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased_var
     return y, cache
 
 
-def _backward(dy, cache, op):
-    cache = check_cache(cache, op)
-    if cache.backend == "numba":
-        return fused.backward_any(check_dy(dy, cache).reshape(cache.layout.x_shape), cache)
-    return normalize_backward(dy, cache)
+def _default_eps(spec: OpSpec, x: np.ndarray) -> float:
+    """The op's default eps; RMS norm's is the machine epsilon of x's dtype, as PyTorch's."""
+    return spec.default_eps if spec.default_eps is not None else float(np.finfo(x.dtype).eps)
+
+
+def backward(op: OpSpec | str | None, dy, cache: NormCache) -> Grads:
+    """Closed-form ``(dx, dgamma, dbeta)`` on the backend that made ``cache``.
+
+    ``op`` (if not None) must be the op the cache came from.
+    """
+    cache = check_cache(cache, None if op is None else get_op(op).name)
+    return cache.backend.backward(dy, cache)
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -155,50 +215,15 @@ def batch_norm_forward(
             ``bessel=True``), naming the argument and the shape.
         TypeError: non-float arrays or wrongly typed arguments.
     """
-    x = v.as_float_array("x", x)
-    v.check_min_ndim("x", x, 2, "(N, C, ...) with at least 2 dimensions")
-    axis = v.check_axis("channel_axis", channel_axis, x.ndim, x.shape)
-    layout = batch_norm_layout(x.shape, axis)
-    gamma, beta = _affine_params(layout, gamma, beta, f"one value per channel, x.shape[{axis}]")
-    training = _check_training(training)
-    bessel = _check_bessel(bessel)
-    eps = v.check_eps(eps)
-    momentum = v.check_momentum(momentum)
-    running_mean = v.check_running("running_mean", running_mean, layout.param_shape)
-    running_var = v.check_running("running_var", running_var, layout.param_shape)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must be given together, or neither")
-    # The synchronized statistics live in the NumPy path; so does everything small.
-    if comm is None and kernels.resolve(backend, x.size) == "numba":
-        forward = fused.forward
-    else:
-        forward = functools.partial(normalize_forward, comm=comm)
-
-    if not training:
-        if running_mean is None:
-            raise ValueError(
-                "training=False normalizes with running statistics: pass running_mean and "
-                "running_var"
-            )
-        y, cache, _ = forward(
-            x, gamma, beta, layout, eps=eps, bessel=bessel, stats=(running_mean, running_var)
-        )
-        return y, cache
-
-    if comm is None:  # with comm the count that matters is the global one, checked there
-        _require_values(layout, at_least_two=True, bessel=bessel)
-    y, cache, mom = forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
-    if running_mean is not None:
-        c = layout.param_shape
-        batch_mean = mom.mean.reshape(c)
-        unbiased_var = mom.m2.reshape(c) / (mom.count - 1)
-        running_mean[...] = (1.0 - momentum) * running_mean + momentum * batch_mean
-        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased_var
-    return y, cache
+    return forward(
+        BATCH_NORM, x, gamma, beta, training=training, running_mean=running_mean,
+        running_var=running_var, momentum=momentum, eps=eps, channel_axis=channel_axis,
+        bessel=bessel, backend=backend, comm=comm,
+    )  # fmt: skip
 
 
 def batch_norm_backward(dy, cache: NormCache) -> Grads:
-    """Closed-form batch-norm backward (seed 001; Bessel's variant when the forward used it).
+    """Closed-form batch-norm backward (Bessel's variant when the forward used it).
 
     Args:
         dy: upstream gradient, the shape of y.
@@ -208,17 +233,17 @@ def batch_norm_backward(dy, cache: NormCache) -> Grads:
         ``(dx, dgamma, dbeta)``: dx with x's shape and dtype; dgamma and dbeta ``(C,)``, summed
         over the batch and spatial axes, or None where gamma/beta were None.
     """
-    return _backward(dy, cache, "batch_norm")
+    return backward(BATCH_NORM, dy, cache)
 
 
 def batch_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
-    """Batch-norm backward through seed 002's nine graph nodes, step 9 down to step 0.
+    """Batch-norm backward through the nine nodes of its computational graph, step 9 down to step 0.
 
     Same result as :func:`batch_norm_backward` (to rounding). With ``return_steps=True``
     also returns the list of :class:`~normgrad.core.staged.Step` records, one per node,
     holding the intermediate gradients.
     """
-    return staged_backward(dy, cache, return_steps=return_steps, _op="batch_norm")
+    return staged_backward(dy, cache, return_steps=return_steps, op="batch_norm")
 
 
 # --------------------------------------------------------------------------- layer norm
@@ -247,23 +272,20 @@ def layer_norm_forward(
     Returns:
         ``(y, cache)``; there are no running statistics (train and eval are the same).
     """
-    x = v.as_float_array("x", x)
-    k = v.check_positive_int("normalized_ndim", normalized_ndim)
-    v.check_min_ndim("x", x, k, f"(..., *normalized) with at least normalized_ndim={k} dims")
-    return _normalize_with_own_stats(
-        layer_norm_layout(x.shape, k), x, gamma, beta, eps=eps, bessel=bessel,
-        what=f"the last {k} dims of x", at_least_two=False, backend=backend,
+    return forward(
+        LAYER_NORM, x, gamma, beta, normalized_ndim=normalized_ndim, eps=eps, bessel=bessel,
+        backend=backend,
     )  # fmt: skip
 
 
 def layer_norm_backward(dy, cache: NormCache) -> Grads:
     """Closed-form layer-norm backward; dgamma/dbeta have the normalized shape."""
-    return _backward(dy, cache, "layer_norm")
+    return backward(LAYER_NORM, dy, cache)
 
 
 def layer_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
-    """Layer-norm backward through seed 002's nodes (see :func:`batch_norm_backward_staged`)."""
-    return staged_backward(dy, cache, return_steps=return_steps, _op="layer_norm")
+    """Layer-norm backward through the staged graph (see :func:`batch_norm_backward_staged`)."""
+    return staged_backward(dy, cache, return_steps=return_steps, op="layer_norm")
 
 
 # --------------------------------------------------------------------------- group norm
@@ -290,18 +312,9 @@ def group_norm_forward(
         bessel: use the Bessel-corrected variance.
         backend: as for :func:`batch_norm_forward`.
     """
-    x = v.as_float_array("x", x)
-    v.check_min_ndim("x", x, 2, "(N, C, *spatial) with at least 2 dimensions")
-    g = v.check_positive_int("num_groups", num_groups)
-    c = x.shape[1]
-    if c % g:
-        raise ValueError(
-            f"num_groups={g} must divide the number of channels C={c} (x.shape[1], "
-            f"x of shape {x.shape})"
-        )
-    return _normalize_with_own_stats(
-        group_norm_layout(x.shape, g), x, gamma, beta, eps=eps, bessel=bessel,
-        what="one value per channel, x.shape[1]", at_least_two=False, backend=backend,
+    return forward(
+        GROUP_NORM, x, gamma, beta, num_groups=num_groups, eps=eps, bessel=bessel,
+        backend=backend,
     )  # fmt: skip
 
 
@@ -311,12 +324,12 @@ def group_norm_backward(dy, cache: NormCache) -> Grads:
     The affine is per channel but the reduction per group, so dxhat is formed first and the
     batch-norm shortcut (``sum(dxhat) = gamma * dbeta``) does not apply.
     """
-    return _backward(dy, cache, "group_norm")
+    return backward(GROUP_NORM, dy, cache)
 
 
 def group_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
-    """Group-norm backward through seed 002's nodes (see :func:`batch_norm_backward_staged`)."""
-    return staged_backward(dy, cache, return_steps=return_steps, _op="group_norm")
+    """Group-norm backward through the staged graph (see :func:`batch_norm_backward_staged`)."""
+    return staged_backward(dy, cache, return_steps=return_steps, op="group_norm")
 
 
 # ------------------------------------------------------------------------ instance norm
@@ -332,20 +345,64 @@ def instance_norm_forward(
             element (as PyTorch requires).
         gamma, beta: ``(C,)`` or None.
     """
-    x = v.as_float_array("x", x)
-    v.check_min_ndim("x", x, 3, "(N, C, *spatial) with at least one spatial dimension")
-    # PyTorch, too, refuses one spatial element per (sample, channel).
-    return _normalize_with_own_stats(
-        instance_norm_layout(x.shape), x, gamma, beta, eps=eps, bessel=bessel,
-        what="one value per channel, x.shape[1]", at_least_two=True, backend=backend,
-    )  # fmt: skip
+    return forward(INSTANCE_NORM, x, gamma, beta, eps=eps, bessel=bessel, backend=backend)
 
 
 def instance_norm_backward(dy, cache: NormCache) -> Grads:
     """Closed-form instance-norm backward; dgamma/dbeta are ``(C,)``."""
-    return _backward(dy, cache, "instance_norm")
+    return backward(INSTANCE_NORM, dy, cache)
 
 
 def instance_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
-    """Instance-norm backward through seed 002's nodes."""
-    return staged_backward(dy, cache, return_steps=return_steps, _op="instance_norm")
+    """Instance-norm backward through the staged graph."""
+    return staged_backward(dy, cache, return_steps=return_steps, op="instance_norm")
+
+
+# ----------------------------------------------------------------------------- RMS norm
+
+
+def rms_norm_forward(
+    x,
+    gamma,
+    *,
+    eps: float | None = None,
+    normalized_ndim: int = 1,
+    backend: str | None = None,
+) -> tuple[np.ndarray, NormCache]:
+    """RMS normalization over the last ``normalized_ndim`` axes, as
+    ``torch.nn.functional.rms_norm``: ``y = gamma * x / sqrt(mean(x^2) + eps)``.
+
+    Nothing is subtracted: the statistic is the root mean square around zero, and there is
+    no shift (beta) and no Bessel variant.
+
+    Args:
+        x: ``(..., *normalized)``.
+        gamma: elementwise scale of shape ``x.shape[-normalized_ndim:]``, or None.
+        eps: added to the mean square under the root, > 0. Default (None): the machine
+            epsilon of x's dtype, ``np.finfo(x.dtype).eps``, as PyTorch.
+        normalized_ndim: how many trailing axes are normalized together.
+        backend: as for :func:`batch_norm_forward`.
+
+    Returns:
+        ``(y, cache)``; y has x's shape and dtype.
+    """
+    return forward(
+        RMS_NORM, x, gamma, None, normalized_ndim=normalized_ndim, eps=eps, backend=backend
+    )
+
+
+def rms_norm_backward(dy, cache: NormCache) -> tuple[np.ndarray, np.ndarray | None]:
+    """Closed-form RMS-norm backward: ``(dx, dgamma)`` (dgamma None if gamma was None)::
+
+    dx = (r / M) * (M * dxhat - xhat * sum(dxhat * xhat)),  dxhat = dy * gamma
+    """
+    dx, dgamma, _ = backward(RMS_NORM, dy, cache)
+    return dx, dgamma
+
+
+def rms_norm_backward_staged(dy, cache: NormCache, *, return_steps: bool = False):
+    """RMS-norm backward through its staged graph (no mean node): ``(dx, dgamma[, steps])``."""
+    dx, dgamma, _dbeta, *steps = staged_backward(
+        dy, cache, return_steps=return_steps, op="rms_norm"
+    )
+    return (dx, dgamma, *steps)

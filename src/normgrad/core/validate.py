@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-#: Floating dtypes the core accepts. float16 is computed in float32 (see DESIGN.md §2).
+#: Floating dtypes the core accepts. float16 is computed in float32 (docs/design.md §10).
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -113,19 +113,15 @@ def check_running(name: str, r: object, shape: tuple[int, ...]) -> np.ndarray | 
     return r
 
 
-_GROUP_WORDS = {
-    "batch_norm": "per channel",
-    "layer_norm": "per sample",
-    "group_norm": "per (sample, group)",
-    "instance_norm": "per (sample, channel)",
-}
+def check_enough_values(spec, shape: tuple[int, ...], count: int, bessel: bool) -> None:
+    """One value per group has no variance to normalise by (and M - 1 = 0 with Bessel).
 
-
-def check_enough_values(op: str, shape: tuple[int, ...], count: int, bessel: bool) -> None:
-    """One value per group has no variance to normalise by (and M - 1 = 0 with Bessel)."""
+    ``spec`` is the op's :class:`~normgrad.core.table.OpSpec` (its ``groups`` words name
+    the groups in the message).
+    """
     if count <= 1:
-        where = _GROUP_WORDS[op]
-        reason = " with bessel=True" if bessel else " when training" if op == "batch_norm" else ""
+        where = spec.groups
+        reason = " with bessel=True" if bessel else " when training" if spec.running_stats else ""
         raise ValueError(
             f"Expected more than 1 value {where}{reason}, got input size {tuple(shape)} "
             f"({count} value{'s' if count != 1 else ''} {where})"

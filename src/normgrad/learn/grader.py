@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from normgrad.backends.numpy_backend import normalize_backward, normalize_forward
 from normgrad.core.layout import (
     NormLayout,
     batch_norm_layout,
     group_norm_layout,
     layer_norm_layout,
 )
-from normgrad.core.normalize import normalize_backward, normalize_forward
 from normgrad.gradcheck import max_rel_error, within
 from normgrad.learn import mistakes
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from normgrad.autodiff import Tensor
+from normgrad.backends.numpy_backend import normalize_forward
 from normgrad.core.layout import NormLayout
-from normgrad.core.normalize import normalize_forward
 
 Grads = tuple[np.ndarray, np.ndarray, np.ndarray]
 

@@ -1,16 +1,20 @@
-"""The three source write-ups, as code, for (N, D) inputs.
+"""Three published derivations of the batch-norm backward, as code, for (N, D) inputs.
 
-These are the algorithms of the posts in ``shared/seeds/`` written out as they stand, so
-that tests, ``normgrad verify`` and the grader can hold them against the library:
+Each write-up's algorithm is written out as it stands, so that tests, ``normgrad verify``
+and the grader can hold it against the library. Titles and authors are in
+``docs/sources.md``; the math is in ``docs/design.md`` §3-§5.
 
-- seed 002: the vanilla forward in nine numbered steps and the naive backward that walks
-  them back, verbatim apart from formatting (:func:`seed002_forward`,
-  :func:`seed002_backward`);
-- seed 001: the closed form ``dx = gamma * r / N * (N*dy - dbeta - xhat*dgamma)``
-  (:func:`seed001_backward`, on seed 002's cache);
-- seed 000: the final formula of a derivation whose forward pass uses the biased variance
-  but whose result carries the factor ``n/(n-1)``, exact only for the Bessel-corrected
-  variance (:func:`seed000_backward`). Which variance it is evaluated with is a parameter;
+- The staged backward, from Frederik Kratzert's "Understanding the backward pass through
+  Batch Normalization Layer": the forward pass in nine numbered steps and the naive
+  backward that walks them back from step 9 to step 0, verbatim apart from formatting
+  (:func:`graph_walk_forward`, :func:`graph_walk_backward`).
+- The closed form, from Clément Thorey's "What does the gradient flowing through batch
+  normalization looks like?": ``dx = gamma * r / N * (N*dy - dbeta - xhat*dgamma)``
+  (:func:`closed_form_backward`, on the staged forward's cache).
+- The Bessel-corrected formula, the final result of "Backpropagation Derivation for Batch
+  Normalization": its forward pass uses the biased variance, but its formula carries the
+  factor ``n/(n-1)``, which is exact only for the Bessel-corrected variance
+  (:func:`bessel_formula_backward`). Which variance it is evaluated with is a parameter;
   the tests show it is right for one and wrong for the other.
 """
 
@@ -18,11 +22,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["seed000_backward", "seed001_backward", "seed002_backward", "seed002_forward"]
+__all__ = [
+    "bessel_formula_backward",
+    "closed_form_backward",
+    "graph_walk_backward",
+    "graph_walk_forward",
+]
 
 
-def seed002_forward(x, gamma, beta, eps):
-    """Seed 002's forward pass, step 1 to step 9 (biased variance)."""
+def graph_walk_forward(x, gamma, beta, eps):
+    """The staged forward pass (Kratzert), step 1 to step 9, biased variance.
+
+    Returns ``(out, cache)`` with ``cache = (xhat, gamma, xmu, ivar, sqrtvar, var, eps)``.
+    """
     N, _D = x.shape
     # step1: calculate mean
     mu = 1.0 / N * np.sum(x, axis=0)
@@ -47,8 +59,8 @@ def seed002_forward(x, gamma, beta, eps):
     return out, cache
 
 
-def seed002_backward(dout, cache):
-    """Seed 002's naive backward, step 9 down to step 0."""
+def graph_walk_backward(dout, cache):
+    """The staged backward (Kratzert), step 9 down to step 0; returns ``(dx, dgamma, dbeta)``."""
     xhat, gamma, xmu, ivar, sqrtvar, var, eps = cache
     N, D = dout.shape
     # step9
@@ -78,8 +90,11 @@ def seed002_backward(dout, cache):
     return dx, dgamma, dbeta
 
 
-def seed001_backward(dout, cache):
-    """Seed 001's closed form, on seed 002's cache: ``gamma*r/N * (N*dy - dbeta - xhat*dgamma)``."""
+def closed_form_backward(dout, cache):
+    """The closed form (Thorey) on the staged forward's cache; returns ``(dx, dgamma, dbeta)``.
+
+    ``dx = gamma * r / N * (N*dy - dbeta - xhat*dgamma)`` with ``r = 1 / sqrt(var + eps)``.
+    """
     xhat, gamma, _xmu, ivar, _sqrtvar, _var, _eps = cache
     N = dout.shape[0]
     dbeta = np.sum(dout, axis=0)
@@ -88,13 +103,13 @@ def seed001_backward(dout, cache):
     return dx, dgamma, dbeta
 
 
-def seed000_backward(dout, x, gamma, eps, *, variance: str = "biased"):
-    """Seed 000's final formula::
+def bessel_formula_backward(dout, x, gamma, eps, *, variance: str = "biased"):
+    """The Bessel-corrected formula, the write-up's final result::
 
         dL/dx_i = gamma / (n sqrt(var + eps)) * (n dy_i - n/(n-1) xhat_i sum_j dy_j xhat_j
                                                  - sum_j dy_j)
 
-    evaluated with ``var`` and ``xhat`` from the ``"biased"`` variance (what the post's
+    evaluated with ``var`` and ``xhat`` from the ``"biased"`` variance (what the write-up's
     forward pass computes) or the ``"bessel"`` one (under which the formula is exact).
     Returns ``(dx, dgamma, dbeta)``.
     """

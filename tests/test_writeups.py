@@ -1,4 +1,12 @@
-"""The three source write-ups against the library (seed 000's inconsistency included)."""
+"""The three published derivations (docs/sources.md) against the library.
+
+The staged backward (Kratzert's nine-step graph) and the closed form (Thorey) must equal the
+library; the Bessel-corrected formula must equal the Bessel-corrected gradient and miss the
+biased one, by the amount docs/design.md §5 predicts.
+"""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,8 +15,8 @@ from hypothesis import strategies as st
 
 import normgrad as ng
 from _cases import error_scales
-from normgrad import seeds
 from normgrad.gradcheck import assert_close, check_gradients, max_rel_error
+from normgrad.reference import writeups
 
 shapes = st.tuples(st.integers(3, 9), st.integers(1, 6))
 GRADS = ("dx", "dgamma", "dbeta")
@@ -26,36 +34,37 @@ def _data(shape, seed):
 
 
 @given(shapes, st.integers(0, 10_000))
-def test_seed002_forward_and_staged_backward_equal_the_library(shape, seed):
+def test_graph_walk_forward_and_staged_backward_equal_the_library(shape, seed):
     x, gamma, beta, dy = _data(shape, seed)
-    out, seed_cache = seeds.seed002_forward(x, gamma, beta, 1e-5)
+    out, walk_cache = writeups.graph_walk_forward(x, gamma, beta, 1e-5)
     y, cache = ng.batch_norm_forward(x, gamma, beta)
     assert_close(out, y, rtol=1e-14)
     scales = error_scales(x, gamma, dy, cache)
     ours = ng.batch_norm_backward_staged(dy, cache)
-    for name, a, b in zip(GRADS, seeds.seed002_backward(dy, seed_cache), ours, strict=True):
+    for name, a, b in zip(GRADS, writeups.graph_walk_backward(dy, walk_cache), ours, strict=True):
         assert_close(a, b, rtol=1e-12, atol=1e-13 * scales[name], name=name)
 
 
 @given(shapes, st.integers(0, 10_000))
-def test_seed001_closed_form_equals_the_library(shape, seed):
+def test_closed_form_equals_the_library(shape, seed):
     x, gamma, beta, dy = _data(shape, seed)
-    _, seed_cache = seeds.seed002_forward(x, gamma, beta, 1e-5)
+    _, walk_cache = writeups.graph_walk_forward(x, gamma, beta, 1e-5)
     _, cache = ng.batch_norm_forward(x, gamma, beta)
     scales = error_scales(x, gamma, dy, cache)
     ours = ng.batch_norm_backward(dy, cache)
-    for name, a, b in zip(GRADS, seeds.seed001_backward(dy, seed_cache), ours, strict=True):
+    for name, a, b in zip(GRADS, writeups.closed_form_backward(dy, walk_cache), ours, strict=True):
         assert_close(a, b, rtol=1e-12, atol=1e-13 * scales[name], name=name)
 
 
 @given(shapes, st.integers(0, 10_000))
-def test_seed000_formula_is_the_bessel_gradient_not_the_biased_one(shape, seed):
-    """Seed 000 derives with the biased variance but its final formula carries n/(n-1):
-    it is exactly the gradient of the Bessel-corrected batch norm, and not of the biased one."""
+def test_bessel_formula_is_the_bessel_gradient_not_the_biased_one(shape, seed):
+    """The Bessel-corrected formula's write-up normalizes with the biased variance, but its
+    final formula carries n/(n-1): it is exactly the gradient of the Bessel-corrected batch
+    norm, and not of the biased one."""
     x, gamma, beta, dy = _data(shape, seed)
     eps = 1e-5
-    dx_bessel_formula = seeds.seed000_backward(dy, x, gamma, eps, variance="bessel")[0]
-    dx_biased_formula = seeds.seed000_backward(dy, x, gamma, eps, variance="biased")[0]
+    dx_bessel_formula = writeups.bessel_formula_backward(dy, x, gamma, eps, variance="bessel")[0]
+    dx_biased_formula = writeups.bessel_formula_backward(dy, x, gamma, eps, variance="biased")[0]
 
     _, c_bessel = ng.batch_norm_forward(x, gamma, beta, eps=eps, bessel=True)
     _, c_biased = ng.batch_norm_forward(x, gamma, beta, eps=eps)
@@ -76,24 +85,33 @@ def test_seed000_formula_is_the_bessel_gradient_not_the_biased_one(shape, seed):
     assert max_rel_error(dx_biased_formula, dx_biased) > 1e-8
 
 
-def test_seed000_formula_against_numerical_gradients_on_its_own_example():
-    """DESIGN.md's check, float64 N=7 D=5: the Bessel reading matches central differences,
-    the biased reading is off by about a tenth."""
+def test_bessel_formula_against_numerical_gradients():
+    """The check of docs/design.md §5, float64 N=7 D=5: the Bessel reading matches central
+    differences; the biased reading misses them by far more than rounding."""
     x, gamma, beta, dy = _data((7, 5), 0)
 
     def bn(x, bessel):
         return ng.batch_norm_forward(x, gamma, beta, bessel=bessel)[0]
 
-    dx = seeds.seed000_backward(dy, x, gamma, 1e-5, variance="bessel")[0]
+    dx = writeups.bessel_formula_backward(dy, x, gamma, 1e-5, variance="bessel")[0]
     check_gradients(lambda x: bn(x, True), {"x": x}, dy, {"x": dx}, rtol=1e-8)
-    dx_biased = seeds.seed000_backward(dy, x, gamma, 1e-5, variance="biased")[0]
+    dx_biased = writeups.bessel_formula_backward(dy, x, gamma, 1e-5, variance="biased")[0]
     results = check_gradients(
         lambda x: bn(x, False), {"x": x}, dy, {"x": dx_biased}, raise_on_failure=False
     )
     assert results[0].max_rel_error > 0.01
 
 
-def test_seed000_rejects_unknown_variance():
+def test_bessel_formula_rejects_unknown_variance():
     x, gamma, _, dy = _data((4, 2), 0)
     with pytest.raises(ValueError, match="variance"):
-        seeds.seed000_backward(dy, x, gamma, 1e-5, variance="unbiased")
+        writeups.bessel_formula_backward(dy, x, gamma, 1e-5, variance="unbiased")
+
+
+def test_reference_modules_import_without_torch():
+    """normgrad.reference may be imported anywhere: torch is imported only when asked for."""
+    code = (
+        "import sys, normgrad.reference.writeups, normgrad.reference.pytorch; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

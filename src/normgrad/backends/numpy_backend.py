@@ -1,9 +1,9 @@
-"""The one normalization routine every op shares: statistics, normalize, closed-form backward.
+"""The NumPy backend: the shared statistics, normalize and closed-form backward every op uses.
 
 Given a :class:`~normgrad.core.layout.NormLayout` (which axes are reduced, how the affine
-parameters broadcast), this module computes (DESIGN.md §1)::
+parameters broadcast, whether to centre), this module computes (docs/design.md §2, §4, §6)::
 
-    mu    = mean_R(x)
+    mu    = mean_R(x)                        (0 for RMS norm, which does not centre)
     var   = sum_R((x - mu)^2) / M            (or / (M - 1) with bessel=True)
     r     = 1 / sqrt(var + eps)              "inv_std"
     xhat  = (x - mu) * r
@@ -14,118 +14,50 @@ and the closed-form backward::
     dxhat = dy * gamma
     dx    = (r / M) * (M * dxhat - sum_R(dxhat) - c * xhat * sum_R(dxhat * xhat))
 
-with ``c = 1`` for the biased variance and ``c = M / (M - 1)`` for the Bessel-corrected one.
+with ``c = 1`` for the biased variance and ``c = M / (M - 1)`` for the Bessel-corrected one;
+without centring the ``sum_R(dxhat)`` term (the mean's path) is absent.
 
 Precision: element-wise work happens in the *compute dtype* (float32 for float16 input,
 otherwise the input's own dtype); every reduction accumulates in float64, and the variance
 is taken in two passes around the mean, never as ``E[x^2] - E[x]^2``, so it stays accurate
 when the mean dwarfs the spread.
 
-These three functions (``moments``, ``normalize_forward``, ``normalize_backward``) are the
-seam a faster backend replaces; the staged backward in :mod:`normgrad.core.staged` reads
-the same cache.
+:class:`NumpyBackend` is the object :mod:`normgrad.backends` hands out; the staged backward
+in :mod:`normgrad.core.staged` reads the same cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
+from normgrad.core.cache import (
+    ACC,
+    Moments,
+    NormCache,
+    check_dy,
+    compute_dtype,
+    param_grads,
+    read_only,
+    sum_r,
+)
 from normgrad.core.layout import NormLayout
-from normgrad.core.validate import as_float_array
-
-ACC = np.float64  # accumulator dtype for every reduction
 
 
-def compute_dtype(dtype: np.dtype) -> np.dtype:
-    """float16 is computed in float32; float32 and float64 in their own type."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+@dataclass(frozen=True, eq=False, kw_only=True)
+class NumpyCache(NormCache):
+    """The NumPy backend's cache: the shared fields plus ``xhat`` itself (read-only)."""
 
+    saved_xhat: np.ndarray
 
-@dataclass(frozen=True, eq=False)
-class NormCache:
-    """What a forward pass keeps for its backward pass.
-
-    Arrays are in the layout's *view* of x (``layout.work_shape``) and in the compute dtype,
-    except the per-group statistics, which are float64 of shape ``layout.stats_shape``.
-
-    Attributes:
-        layout: which axes were reduced and how gamma/beta broadcast.
-        training: True if batch statistics were used (their gradient flows back to x);
-            False for eval-mode batch norm, where mean and var are constants.
-        bessel: True if the variance was divided by M - 1 instead of M.
-        eps: added to the variance under the square root.
-        stored_xhat: the normalized input ``(x - mean) * inv_std``, as the NumPy path keeps
-            it; None for the fused path, which keeps x instead (read ``xhat``, which computes
-            it on first use).
-        mean: the mean used (batch or running), float64, keepdims.
-        var: the variance used (biased or Bessel batch variance, or running), float64.
-        inv_std: ``1 / sqrt(var + eps)``, float64.
-        gamma: gamma reshaped to ``layout.param_bcast`` in the compute dtype, or None.
-        has_beta: whether a beta was given (else dbeta is None).
-        x_dtype: dtype of x, and of dx.
-        param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
-        x_work: the fused path's contiguous copy or view of x (in the compute dtype).
-        backend: ``"numpy"`` or ``"numba"``, the implementation that made the cache.
-        comm: the communicator the statistics were synchronized over, or None.
-        global_count: M over all ranks when synchronized (see ``count``).
-    """
-
-    layout: NormLayout
-    training: bool
-    bessel: bool
-    eps: float
-    stored_xhat: np.ndarray | None
-    mean: np.ndarray
-    var: np.ndarray
-    inv_std: np.ndarray
-    gamma: np.ndarray | None
-    has_beta: bool
-    x_dtype: np.dtype
-    param_dtype: np.dtype
-    x_work: np.ndarray | None = None
-    backend: str = "numpy"
-    comm: object = None
-    global_count: int | None = None
-
-    @property
-    def count(self) -> int:
-        """M: values per group, over every rank when the statistics were synchronized."""
-        return self.layout.count if self.global_count is None else self.global_count
-
-    @property
-    def op(self) -> str:
-        return self.layout.op
-
-    @property
-    def compute_dtype(self) -> np.dtype:
-        return compute_dtype(self.x_dtype)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "saved_xhat", read_only(self.saved_xhat))
 
     @property
     def xhat(self) -> np.ndarray:
-        """``(x - mean) * inv_std`` in the view's shape and the compute dtype."""
-        if self.stored_xhat is None:
-            xw = self.x_work.reshape(self.layout.work_shape)
-            xhat = (xw - self.mean.astype(self.compute_dtype)) * self.inv_std.astype(
-                self.compute_dtype
-            )
-            object.__setattr__(self, "stored_xhat", xhat)  # computed once, on demand
-        return self.stored_xhat
-
-
-class Moments(NamedTuple):
-    """Per-group count, mean and sum of squared deviations (M2), plus the centred input.
-
-    (count, mean, M2) is the triple Chan's parallel formula combines, which is how
-    synchronized batch norm will merge statistics across processes.
-    """
-
-    count: int
-    mean: np.ndarray  # float64, keepdims
-    m2: np.ndarray  # float64, keepdims
-    xmu: np.ndarray  # x - mean, compute dtype, the view's shape
+        return self.saved_xhat
 
 
 def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = None) -> Moments:
@@ -136,14 +68,19 @@ def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = Non
     """
     compute = compute_dtype(xw.dtype)
     axes = layout.reduce_axes
-    mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
-    xmu = np.subtract(xw, mean.astype(compute), dtype=compute)
+    if layout.centered:
+        mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
+        xmu = np.subtract(xw, mean.astype(compute), dtype=compute)
+    else:  # RMS norm: the second moment around zero
+        mean = np.zeros(layout.stats_shape)
+        xmu = xw.astype(compute)  # a copy: the forward scales it in place into xhat
     m2 = np.sum(np.square(xmu, out=scratch), axis=axes, keepdims=True, dtype=ACC)
     return Moments(layout.count, mean, m2, xmu)
 
 
 def synchronized_moments(xw: np.ndarray, layout: NormLayout, comm) -> Moments:
     """Moments over the union of every rank's x; a rank may hold no values at all."""
+    # dist sits at the edge (MPI); it is imported only when a communicator is given.
     from normgrad.dist import allgather_moments
 
     count = layout.count
@@ -227,12 +164,13 @@ def normalize_forward(
     y = _affine(xhat, gamma_b, beta_b, out).astype(x.dtype, copy=False).reshape(layout.x_shape)
 
     param_dtype = next((p.dtype for p in (gamma, beta) if p is not None), x.dtype)
-    cache = NormCache(
+    cache = NumpyCache(
         layout=layout,
+        backend=NUMPY,
         training=stats is None,
         bessel=bessel,
         eps=eps,
-        stored_xhat=xhat,
+        saved_xhat=xhat,
         mean=mean,
         var=var,
         inv_std=inv_std,
@@ -246,52 +184,8 @@ def normalize_forward(
     return y, cache, mom
 
 
-def check_cache(cache: object, op: str | None) -> NormCache:
-    """The cache must be ours, and from the op whose backward is being called."""
-    if not isinstance(cache, NormCache):
-        raise TypeError(
-            f"cache must be the NormCache returned by a normgrad forward function; "
-            f"got {type(cache).__name__}"
-        )
-    if op is not None and cache.op != op:
-        raise ValueError(
-            f"cache comes from {cache.op}_forward, not {op}_forward: "
-            f"pass it to {cache.op}_backward instead"
-        )
-    return cache
-
-
-def check_dy(dy: object, cache: NormCache) -> np.ndarray:
-    dy = as_float_array("dy", dy)
-    if dy.shape != cache.layout.x_shape:
-        raise ValueError(
-            f"dy must have the shape of the forward output, {cache.layout.x_shape}; "
-            f"got shape {dy.shape}"
-        )
-    return dy.reshape(cache.layout.work_shape)
-
-
-def sum_r(a: np.ndarray, cache: NormCache) -> np.ndarray:
-    """Sum over the reduced axes, accumulated in float64, returned in the compute dtype."""
-    s = np.sum(a, axis=cache.layout.reduce_axes, keepdims=True, dtype=ACC)
-    return s.astype(cache.compute_dtype)
-
-
-def param_grads(dyw: np.ndarray, cache: NormCache):
-    """``dgamma = sum(dy * xhat)`` and ``dbeta = sum(dy)`` over every non-parameter axis."""
-    layout = cache.layout
-
-    def reduce(a):
-        s = np.sum(a, axis=layout.param_sum_axes, keepdims=True, dtype=ACC)
-        return s.reshape(layout.param_shape).astype(cache.param_dtype)
-
-    dgamma = None if cache.gamma is None else reduce(dyw * cache.xhat)
-    dbeta = reduce(dyw) if cache.has_beta else None
-    return dgamma, dbeta
-
-
 def normalize_backward(dy: np.ndarray, cache: NormCache):
-    """Closed-form gradients ``(dx, dgamma, dbeta)`` (DESIGN.md §1).
+    """Closed-form gradients ``(dx, dgamma, dbeta)`` (docs/design.md §4).
 
     ``dgamma``/``dbeta`` are None when gamma/beta were None. In eval mode the statistics are
     constants and the backward is that of the per-channel affine map ``dx = dxhat * r``.
@@ -300,7 +194,7 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     dyw = check_dy(dy, cache).astype(compute, copy=False)
     inv_std = cache.inv_std.astype(compute)
     layout = cache.layout
-    if cache.training and layout.op == "batch_norm":
+    if cache.training and layout.channel_axis is not None:
         return _batch_norm_backward(dyw, cache, inv_std)
     dgamma, dbeta = param_grads(dyw, cache)
     dxhat = dyw * cache.gamma if cache.gamma is not None else dyw
@@ -309,7 +203,8 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
         c = m / (m - 1) if cache.bessel else 1.0
         xhat = cache.xhat
         dx = dxhat * m
-        dx -= sum_r(dxhat, cache)
+        if layout.centered:  # the mean's path; RMS norm has none
+            dx -= sum_r(dxhat, cache)
         dx -= xhat * (c * sum_r(dxhat * xhat, cache))
         dx *= inv_std / m
     else:
@@ -318,9 +213,9 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
 
 
 def _batch_norm_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray):
-    """Seed 001's form, for layouts whose statistics and parameters share their axes (batch
-    norm): ``sum_R(dxhat) = gamma * dbeta`` and ``sum_R(dxhat * xhat) = gamma * dgamma``, so
-    two reductions give all three gradients::
+    """The closed form in Thorey's shape, for layouts whose statistics and parameters share
+    their axes (batch norm): ``sum_R(dxhat) = gamma * dbeta`` and ``sum_R(dxhat * xhat) =
+    gamma * dgamma``, so two reductions give all three gradients::
 
         dx = gamma * r / M * (M * dy - dbeta - c * xhat * dgamma)
     """
@@ -348,3 +243,32 @@ def _batch_norm_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray)
     scale = inv_std / m if cache.gamma is None else cache.gamma * inv_std / m
     dx *= scale.astype(compute)
     return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
+
+
+class NumpyBackend:
+    """The NumPy implementation of every op and layout; always available.
+
+    ``forward(x, gamma, beta, layout, *, eps, bessel, stats=None, comm=None)`` returns
+    ``(y, cache, moments)`` (moments None when ``stats`` were given); ``backward(dy, cache)``
+    returns ``(dx, dgamma, dbeta)``. It is the only backend that synchronizes statistics
+    over MPI (``comm``).
+    """
+
+    name = "numpy"
+
+    def supports(self, layout: NormLayout) -> bool:
+        return True
+
+    def forward(self, x, gamma, beta, layout, *, eps, bessel, stats=None, comm=None):
+        return normalize_forward(
+            x, gamma, beta, layout, eps=eps, bessel=bessel, stats=stats, comm=comm
+        )
+
+    def backward(self, dy, cache):
+        return normalize_backward(dy, cache)
+
+    def __repr__(self) -> str:
+        return "NumpyBackend()"
+
+
+NUMPY = NumpyBackend()

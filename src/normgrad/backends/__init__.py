@@ -1,4 +1,10 @@
-"""Which implementation runs: the NumPy core, or fused Numba kernels (``normgrad[fast]``).
+"""Backends as objects: the NumPy implementation, or fused Numba kernels (``normgrad[fast]``).
+
+A backend is an object with ``name``, ``supports(layout)``, ``forward(x, gamma, beta,
+layout, *, eps, bessel, stats=None, comm=None) -> (y, cache, moments)`` and
+``backward(dy, cache) -> (dx, dgamma, dbeta)``. :func:`choose` picks one *once* per forward
+call; the cache it makes carries it (``cache.backend``), so the backward always runs on the
+forward's implementation, and each backend's cache holds only what that backend needs.
 
 ``backend="auto"`` (the default, or the ``NORMGRAD_BACKEND`` environment variable) picks
 Numba when it can be imported and the array has at least ``AUTO_MIN_SIZE`` elements, and
@@ -12,6 +18,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+from normgrad.backends.numba_backend import NUMBA, FusedCache, NumbaBackend
+from normgrad.backends.numpy_backend import NUMPY, NumpyBackend, NumpyCache
+
+__all__ = [
+    "NUMBA",
+    "NUMPY",
+    "FusedCache",
+    "NumbaBackend",
+    "NumpyBackend",
+    "NumpyCache",
+    "choose",
+    "numba_available",
+    "resolve",
+]
 
 BACKENDS = ("auto", "numpy", "numba")
 ENV_VAR = "NORMGRAD_BACKEND"
@@ -38,3 +59,15 @@ def resolve(backend: str | None = None, size: int | None = None) -> str:
     if name == "numba":
         raise ImportError("backend='numba' needs Numba: pip install 'normgrad[fast]'")
     return "numpy"
+
+
+def choose(backend=None, size: int | None = None, layout=None, *, comm=None):
+    """The backend object to run a call on: ``backend`` is a name (as for :func:`resolve`),
+    a backend object, or None (the default). Synchronized statistics (``comm``) and layouts
+    the fused kernels do not cover run on NumPy."""
+    if backend is not None and not isinstance(backend, str):
+        return backend
+    name = resolve(backend, size)
+    if name == "numba" and comm is None and (layout is None or NUMBA.supports(layout)):
+        return NUMBA
+    return NUMPY

@@ -1,10 +1,11 @@
-"""Fused batch-norm kernels (Numba), on a canonical 3-D view ``(A, C, B)`` of x.
+"""Fused normalization kernels (Numba): batch norm on a per-channel view ``(A, C, B)`` of x,
+the per-sample norms on a per-row view ``(R, K, S)``.
 
 Any batch-norm layout is a view ``(A, C, B)`` with the channel in the middle: A is the
 product of the axes before the channel axis and B of those after it. (N, D) and NHWC are
 ``(N*H*W, C, 1)``; NCHW is ``(N, C, H*W)``. Statistics are per channel over A and B.
 
-Memory traffic is what costs (DESIGN.md §3), so each pass reads x once:
+Memory traffic is what costs (docs/design.md §11), so each pass reads x once:
 
 - ``stats``: per channel, sums of ``x - K`` and ``(x - K)^2`` in float64 with a per-channel
   shift K (the channel's first value). Shifting by a value near the mean keeps the variance
@@ -244,10 +245,10 @@ def grad_input(dy3, x3, mean, kp, kq, kr) -> np.ndarray:
 # instance norm (N*C, 1, spatial) with G = C.
 
 
-def _row_stats_py(x, out_mean, out_m2):
+def _row_stats_py(x, out_mean, out_m2, centered):
     r_len, k_len, s_len = x.shape
     for r in prange(r_len):
-        shift = np.float64(x[r, 0, 0])
+        shift = np.float64(x[r, 0, 0]) if centered else 0.0
         acc1 = 0.0
         acc2 = 0.0
         for k in range(k_len):
@@ -256,7 +257,7 @@ def _row_stats_py(x, out_mean, out_m2):
                 acc1 += d
                 acc2 += d * d
         n = k_len * s_len
-        mean_shifted = acc1 / n
+        mean_shifted = acc1 / n if centered else 0.0
         out_mean[r] = shift + mean_shifted
         out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
 
@@ -322,17 +323,17 @@ def _row_grad_input_py(dy, x, mean, kp, kq, kr, gamma2, out):
 # contiguous K axis, so that it vectorizes.
 
 
-def _row_stats2_py(x, out_mean, out_m2):
+def _row_stats2_py(x, out_mean, out_m2, centered):
     r_len, k_len = x.shape
     for r in prange(r_len):
-        shift = np.float64(x[r, 0])
+        shift = np.float64(x[r, 0]) if centered else 0.0
         acc1 = 0.0
         acc2 = 0.0
         for k in range(k_len):
             d = np.float64(x[r, k]) - shift
             acc1 += d
             acc2 += d * d
-        mean_shifted = acc1 / k_len
+        mean_shifted = acc1 / k_len if centered else 0.0
         out_mean[r] = shift + mean_shifted
         out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
 
@@ -401,12 +402,13 @@ def _row_pick(variants, x3):
     return kernel, view
 
 
-def row_moments(x3):
-    """Per-row mean and M2 of the (R, K, S) view, float64."""
+def row_moments(x3, centered: bool = True):
+    """Per-row mean and M2 of the (R, K, S) view, float64. With ``centered=False`` (RMS
+    norm) the mean is 0 and M2 is the plain sum of squares."""
     mean = np.empty(x3.shape[0])
     m2 = np.empty(x3.shape[0])
     kernel, view = _row_pick(_ROW_STATS, x3)
-    kernel(view(x3), mean, m2)
+    kernel(view(x3), mean, m2, centered)
     return mean, m2
 
 

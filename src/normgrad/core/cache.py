@@ -1,0 +1,162 @@
+"""What a forward pass keeps for its backward pass, and the checks on what comes back.
+
+A cache is made by one backend (:mod:`normgrad.backends`) and carries that backend, so the
+backward always runs on the forward's implementation. Each backend has its own cache class,
+holding what it needs and nothing else: the NumPy backend keeps ``xhat``; the fused Numba
+backend keeps x as its kernels saw it and recomputes ``xhat`` when asked. Caches are
+immutable in fact: frozen dataclasses whose arrays are read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from normgrad.core.layout import NormLayout
+from normgrad.core.validate import as_float_array
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 is computed in float32; float32 and float64 in their own type."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def read_only(a: np.ndarray | None) -> np.ndarray | None:
+    """``a`` (or a view of it) that cannot be written through; the caller's array keeps
+    its own flags."""
+    if a is None:
+        return None
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class NormCache:
+    """The part of a cache every backend shares.
+
+    Arrays are in the layout's *view* of x (``layout.work_shape``); the per-group statistics
+    are float64 of shape ``layout.stats_shape``; every array is read-only.
+
+    Attributes:
+        layout: which axes were reduced and how gamma/beta broadcast.
+        backend: the backend object that made the cache and runs its backward.
+        training: True if batch statistics were used (their gradient flows back to x);
+            False for eval-mode batch norm, where mean and var are constants.
+        bessel: True if the variance was divided by M - 1 instead of M.
+        eps: added to the variance under the square root.
+        mean: the mean used (batch or running), float64, keepdims; zeros for RMS norm.
+        var: the variance used (biased or Bessel batch variance, or running; the mean
+            square for RMS norm), float64.
+        inv_std: ``1 / sqrt(var + eps)``, float64.
+        gamma: gamma reshaped to ``layout.param_bcast`` in the compute dtype, or None.
+        has_beta: whether a beta was given (else dbeta is None).
+        x_dtype: dtype of x, and of dx.
+        param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
+        comm: the communicator the statistics were synchronized over, or None.
+        global_count: M over all ranks when synchronized (see ``count``).
+    """
+
+    layout: NormLayout
+    backend: object
+    training: bool
+    bessel: bool
+    eps: float
+    mean: np.ndarray
+    var: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray | None
+    has_beta: bool
+    x_dtype: np.dtype
+    param_dtype: np.dtype
+    comm: object = None
+    global_count: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "var", "inv_std", "gamma"):
+            object.__setattr__(self, name, read_only(getattr(self, name)))
+
+    @property
+    def count(self) -> int:
+        """M: values per group, over every rank when the statistics were synchronized."""
+        return self.layout.count if self.global_count is None else self.global_count
+
+    @property
+    def op(self) -> str:
+        return self.layout.op
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return compute_dtype(self.x_dtype)
+
+    @property
+    def xhat(self) -> np.ndarray:
+        """``(x - mean) * inv_std`` in the view's shape and the compute dtype (read-only)."""
+        raise NotImplementedError
+
+
+def check_cache(cache: object, op: str | None) -> NormCache:
+    """The cache must be ours, and from the op whose backward is being called."""
+    if not isinstance(cache, NormCache):
+        raise TypeError(
+            f"cache must be the cache returned by a normgrad forward function; "
+            f"got {type(cache).__name__}"
+        )
+    if op is not None and cache.op != op:
+        raise ValueError(
+            f"cache comes from {cache.op}_forward, not {op}_forward: "
+            f"pass it to {cache.op}_backward instead"
+        )
+    return cache
+
+
+def check_dy(dy: object, cache: NormCache) -> np.ndarray:
+    """dy as an array of the forward output's shape, viewed in the layout's work shape."""
+    dy = as_float_array("dy", dy)
+    if dy.shape != cache.layout.x_shape:
+        raise ValueError(
+            f"dy must have the shape of the forward output, {cache.layout.x_shape}; "
+            f"got shape {dy.shape}"
+        )
+    return dy.reshape(cache.layout.work_shape)
+
+
+# --------------------------------------------------------------------------- shared reductions
+# Used by every backend's backward and by the staged backward.
+
+ACC = np.float64  # accumulator dtype for every reduction
+
+
+class Moments(NamedTuple):
+    """Per-group count, mean and sum of squared deviations (M2), plus the centred input.
+
+    (count, mean, M2) is the triple Chan's parallel formula combines, which is how
+    synchronized batch norm merges statistics across processes. ``xmu`` is None where a
+    backend does not form it.
+    """
+
+    count: int
+    mean: np.ndarray  # float64, keepdims
+    m2: np.ndarray  # float64, keepdims
+    xmu: np.ndarray | None  # x - mean, compute dtype, the view's shape
+
+
+def sum_r(a: np.ndarray, cache: NormCache) -> np.ndarray:
+    """Sum over the reduced axes, accumulated in float64, returned in the compute dtype."""
+    s = np.sum(a, axis=cache.layout.reduce_axes, keepdims=True, dtype=ACC)
+    return s.astype(cache.compute_dtype)
+
+
+def param_grads(dyw: np.ndarray, cache: NormCache):
+    """``dgamma = sum(dy * xhat)`` and ``dbeta = sum(dy)`` over every non-parameter axis."""
+    layout = cache.layout
+
+    def reduce(a):
+        s = np.sum(a, axis=layout.param_sum_axes, keepdims=True, dtype=ACC)
+        return s.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    dgamma = None if cache.gamma is None else reduce(dyw * cache.xhat)
+    dbeta = reduce(dyw) if cache.has_beta else None
+    return dgamma, dbeta
