@@ -125,7 +125,7 @@ def test_train_help_shows_train_configs_defaults(capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("given", "stored"),
     [("batch", "batch_norm"), ("layer", "layer_norm"), ("group", "group_norm"),
-     ("batch_norm", "batch_norm"), ("none", "none")],
+     ("batchnorm", "batch_norm"), ("batch_norm", "batch_norm"), ("none", "none")],
 )  # fmt: skip
 def test_norm_takes_the_canonical_names_and_the_old_short_ones(given, stored):
     assert _train_args("--norm", given).norm == stored

@@ -274,7 +274,6 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from normgrad.train.config import (
         ACTIVATIONS,
         DTYPES,
-        NORM_ALIASES,
         NORM_CHOICES,
         OPTIMIZERS,
         TrainConfig,
@@ -301,8 +300,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     option(
         "--norm",
-        "the normalization before each activation; the short names "
-        f"{', '.join(NORM_ALIASES)} also work",
+        "the normalization before each activation; the core's aliases (batch, layer, "
+        "group, batchnorm, ...) also work",
         type=canonical_norm,
         choices=NORM_CHOICES,
     )

@@ -1,7 +1,7 @@
 """Training: settings, the loop, checkpoints, and runs in a directory (at the edge)."""
 
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
-from normgrad.train.config import NORM_ALIASES, NORM_CHOICES, TrainConfig, canonical_norm
+from normgrad.train.config import NORM_CHOICES, TrainConfig, canonical_norm
 from normgrad.train.run import (
     Evaluation,
     RunReport,
@@ -21,7 +21,6 @@ from normgrad.train.trainer import (
 )
 
 __all__ = [
-    "NORM_ALIASES",
     "NORM_CHOICES",
     "CheckpointError",
     "Evaluation",

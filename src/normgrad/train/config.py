@@ -11,17 +11,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from normgrad.core.table import get_op
 from normgrad.errors import ConfigError
-
-try:
-    from normgrad.core.table import OPS, get_op
-except ImportError:  # a core without the op table: the trainer's own names below suffice
-    OPS, get_op = None, None
 
 #: ``--norm``: the canonical names of the ops a fully connected network can hold, or none.
 NORM_CHOICES = ("batch_norm", "layer_norm", "group_norm", "none")
-#: The short names earlier versions used, in commands and in old runs' config.json.
-NORM_ALIASES = {"batch": "batch_norm", "layer": "layer_norm", "group": "group_norm"}
 
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid")
@@ -33,21 +27,16 @@ GROUP_NORM_GROUPS = 4
 
 
 def canonical_norm(name: str) -> str:
-    """The canonical op name for a normalization (``"batch"``, ``"batchnorm"`` and
-    ``"batch_norm"`` all give ``"batch_norm"``); ``"none"`` stays. A name that is no
-    alias comes back unchanged, for :meth:`TrainConfig.validate` to reject."""
-    if name in NORM_CHOICES:
-        return name
-    if name in NORM_ALIASES:
-        return NORM_ALIASES[name]
-    if get_op is None:
+    """The canonical op name for a normalization, from the core's table of ops: ``"batch"``
+    (the short name earlier versions stored in config.json), ``"batchnorm"`` and
+    ``"batch_norm"`` all give ``"batch_norm"``; ``"none"`` stays. A name the table does not
+    know comes back unchanged, for :meth:`TrainConfig.validate` or argparse to reject."""
+    if name == "none":
         return name
     try:
-        op = get_op(name)
+        return get_op(name).name
     except ValueError:
         return name
-    # OPS is keyed by canonical name and get_op returns one of its entries.
-    return next(key for key, entry in OPS.items() if entry is op)
 
 
 @dataclass
