@@ -157,11 +157,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             report = start_run(_train_config(args), out, comm=comm, progress=progress)
     except TrainingDiverged as exc:  # every rank sees the same loss, so all stop here
         if root:
-            kept = (
-                "the last good checkpoint is kept"
-                if exc.checkpoint_kept
-                else ("no checkpoint was written")
-            )
+            if exc.checkpoint_kept:
+                kept = "the last good checkpoint is kept"
+            else:
+                kept = "no checkpoint was written"
             print(f"normgrad train: stopped: {exc}; {kept} in {out}", file=sys.stderr)
         return 3
     if root:
