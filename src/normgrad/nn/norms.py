@@ -125,7 +125,8 @@ class _Norm(Module):
         return dx
 
     def reset_parameters(self) -> None:
-        """gamma back to 1 and beta to 0, in place (and the running statistics, if any)."""
+        """gamma back to 1 and beta to 0, in place (layers with running statistics also
+        reset those)."""
         if "gamma" in self.params:
             self.params["gamma"][...] = 1
         if "beta" in self.params:
@@ -326,7 +327,10 @@ class InstanceNorm(_RunningStatsNorm):
     """Instance norm: each (sample, channel) of ``(N, C, *spatial)`` normalized over its
     spatial axes (PyTorch's InstanceNorm1d/2d/3d, batched input); gamma, beta ``(C,)``.
 
-    Defaults as PyTorch's: no affine parameters and no running statistics. With
+    ``x.shape[1]`` must be ``num_features`` (a ValueError; PyTorch only warns when the
+    layer has no affine parameters), and x must have a batch axis (PyTorch also takes an
+    unbatched ``(C, *spatial)``). Defaults as PyTorch's: no affine parameters and no
+    running statistics. With
     ``track_running_stats=True``, training normalizes each instance with its own
     statistics and updates ``running_mean``/``running_var`` ``(C,)`` with the per-channel
     averages over the batch of the per-instance mean and *unbiased* variance, in
