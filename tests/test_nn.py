@@ -1,4 +1,6 @@
-"""normgrad.nn: every layer's gradients by the one checker, training behaviour, state."""
+"""normgrad.nn: every layer's gradients by the one checker, calling, printing, training
+behaviour, state. The normalization layers against PyTorch are in test_nn_norms.py, the
+state dict's checks in test_nn_state.py."""
 
 import numpy as np
 import pytest
@@ -11,15 +13,27 @@ from normgrad.nn import (
     Dropout,
     FullyConnectedNet,
     GroupNorm,
+    InstanceNorm,
     LayerNorm,
     Linear,
+    Module,
     ReLU,
+    RMSNorm,
     Sequential,
     Sigmoid,
     softmax_cross_entropy,
 )
 
 RNG = np.random.default_rng(0)
+
+
+def _trained(layer):
+    """``layer`` after two training steps: running statistics away from their start."""
+    rng = np.random.default_rng(5)
+    shape = (4, layer.num_features) + (3,) * isinstance(layer, InstanceNorm)
+    for _ in range(2):
+        layer.forward(rng.standard_normal(shape) * 2 + 1)
+    return layer
 
 
 def _check_layer(layer, x):
@@ -56,6 +70,18 @@ def _check_layer(layer, x):
         (lambda: LayerNorm(5), (4, 5)),
         (lambda: LayerNorm((3, 2)), (4, 3, 2)),
         (lambda: GroupNorm(2, 4), (3, 4, 2)),
+        (lambda: InstanceNorm(3, affine=True), (2, 3, 4)),
+        (lambda: InstanceNorm(3, affine=True, track_running_stats=True), (2, 3, 2, 3)),
+        (
+            lambda: _trained(InstanceNorm(3, affine=True, track_running_stats=True)).eval(),
+            (2, 3, 4),
+        ),
+        (lambda: LayerNorm((3, 2), bias=False), (4, 3, 2)),
+        (lambda: LayerNorm(5, elementwise_affine=False), (4, 5)),
+        (lambda: RMSNorm(5), (4, 5)),
+        (lambda: RMSNorm((3, 2), eps=1e-3), (4, 3, 2)),
+        (lambda: _trained(BatchNorm(3)).eval(), (4, 3)),
+        (lambda: _trained(BatchNorm(3)).freeze_running_stats(), (4, 3)),
         (lambda: ReLU(), (4, 5)),
         (lambda: Sigmoid(), (4, 5)),
         (
@@ -207,3 +233,124 @@ def test_float32_networks_train_in_float32():
     out = net.forward(RNG.standard_normal((5, 4)).astype(np.float32))
     assert out.dtype == np.float32
     assert all(v.dtype == np.float32 for v in net.parameters().values())
+
+
+# --------------------------------------------------------------------------- calling
+
+
+def _every_layer():
+    """One of each layer, with an input it takes."""
+    rng = np.random.default_rng(0)
+    return [
+        (Linear(5, 3, rng=rng), (4, 5)),
+        (ReLU(), (4, 5)),
+        (Sigmoid(), (4, 5)),
+        (Dropout(0.5, rng=np.random.default_rng(0)).eval(), (4, 5)),
+        (BatchNorm(5), (4, 5)),
+        (InstanceNorm(3, affine=True), (2, 3, 4)),
+        (GroupNorm(2, 4), (3, 4, 2)),
+        (LayerNorm(5), (4, 5)),
+        (RMSNorm(5), (4, 5)),
+        (Sequential(Linear(5, 4, rng=rng), BatchNorm(4), ReLU()), (6, 5)),
+        (FullyConnectedNet(5, [4], 3, normalization="rms_norm"), (6, 5)),
+    ]
+
+
+def _layer_id(value):
+    return type(value).__name__ if isinstance(value, Module) else str(value)
+
+
+@pytest.mark.parametrize(("layer", "shape"), _every_layer(), ids=_layer_id)
+def test_layers_are_callable(layer, shape):
+    x = RNG.standard_normal(shape)
+    np.testing.assert_array_equal(layer(x), layer.forward(x))
+
+
+def test_calling_the_base_class_says_what_is_missing():
+    with pytest.raises(NotImplementedError, match="Module does not define forward"):
+        Module()(np.zeros(2))
+
+
+@pytest.mark.parametrize(("layer", "shape"), _every_layer(), ids=_layer_id)
+def test_backward_before_forward_is_a_clear_error(layer, shape):
+    # A container's backward starts at its last layer: that is the one named.
+    last = [layer, *layer.children()][-1]
+    with pytest.raises(RuntimeError, match=rf"{type(last).__name__}\.backward\(\) was called"):
+        layer.backward(np.ones(shape))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def test_repr_reads_as_pytorch():
+    assert repr(BatchNorm(100)) == (
+        "BatchNorm(100, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
+    )
+    assert repr(BatchNorm(3, momentum=None, channel_axis=-1)) == (
+        "BatchNorm(3, eps=1e-05, momentum=None, affine=True, track_running_stats=True, "
+        "channel_axis=-1)"
+    )
+    assert repr(InstanceNorm(3)) == (
+        "InstanceNorm(3, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False)"
+    )
+    assert repr(LayerNorm(5)) == "LayerNorm((5,), eps=1e-05, elementwise_affine=True)"
+    assert repr(LayerNorm((3, 2), bias=False)) == (
+        "LayerNorm((3, 2), eps=1e-05, elementwise_affine=True, bias=False)"
+    )
+    assert repr(RMSNorm(4)) == "RMSNorm((4,), eps=None, elementwise_affine=True)"
+    assert repr(GroupNorm(2, 4)) == "GroupNorm(2, 4, eps=1e-05, affine=True)"
+    assert repr(ReLU()) == "ReLU()"
+    assert repr(Dropout(0.25, rng=None)) == "Dropout(p=0.25)"
+
+
+def test_containers_print_their_children_indented():
+    net = FullyConnectedNet(4, [3], 2, normalization="batch_norm")
+    assert repr(net) == (
+        "FullyConnectedNet(\n"
+        "  (fc1): Linear(in_features=4, out_features=3, input_grad=False)\n"
+        "  (norm1): BatchNorm(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)\n"
+        "  (act1): ReLU()\n"
+        "  (fc2): Linear(in_features=3, out_features=2)\n"
+        ")"
+    )
+    nested = Sequential(ReLU(), Sequential(("inner", Sigmoid())))
+    assert repr(nested) == (
+        "Sequential(\n  (0): ReLU()\n  (1): Sequential(\n    (inner): Sigmoid()\n  )\n)"
+    )
+    assert [name for name, _ in nested.named_modules()] == ["", "0", "1", "1.inner"]
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical", "layer"),
+    [
+        ("batchnorm", "batch_norm", BatchNorm),
+        ("batch_norm", "batch_norm", BatchNorm),
+        ("layernorm", "layer_norm", LayerNorm),
+        ("layer_norm", "layer_norm", LayerNorm),
+        ("groupnorm", "group_norm", GroupNorm),
+        ("group_norm", "group_norm", GroupNorm),
+        ("rms_norm", "rms_norm", RMSNorm),
+        (None, None, None),
+    ],
+)
+def test_network_normalization_names(given, canonical, layer):
+    net = FullyConnectedNet(4, [8, 8], 2, normalization=given)
+    assert net.normalization == canonical
+    names = [name for name, _ in net]
+    if layer is None:
+        assert names == ["fc1", "act1", "fc2", "act2", "fc3"]
+    else:
+        assert names == ["fc1", "norm1", "act1", "fc2", "norm2", "act2", "fc3"]
+        assert type(net["norm1"]) is layer
+    assert net(RNG.standard_normal((5, 4))).shape == (5, 2)
+
+
+def test_course_and_canonical_names_build_the_same_checkpoint():
+    old = FullyConnectedNet(4, [8], 2, normalization="batchnorm", seed=3).state_dict()
+    new = FullyConnectedNet(4, [8], 2, normalization="batch_norm", seed=3).state_dict()
+    assert list(old) == list(new)
+    for k in old:
+        np.testing.assert_array_equal(old[k], new[k])

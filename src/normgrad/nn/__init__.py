@@ -1,20 +1,20 @@
-"""Layers, networks and optimizers on top of the functional core (see modules.py for the
-model contract the trainer relies on)."""
+"""Layers, networks and optimizers on top of the functional core.
 
-from normgrad.nn.modules import (
-    BatchNorm,
-    Dropout,
-    FullyConnectedNet,
-    GroupNorm,
-    LayerNorm,
-    Linear,
-    Module,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    init_std,
-    softmax_cross_entropy,
-)
+- :mod:`normgrad.nn.module`: the base class :class:`Module` (its docstring is the model
+  contract the trainer relies on) and :class:`Sequential`;
+- :mod:`normgrad.nn.layers`: Linear, ReLU, Sigmoid, Dropout;
+- :mod:`normgrad.nn.norms`: BatchNorm, InstanceNorm, GroupNorm, LayerNorm, RMSNorm, one
+  layer per op of the table of ops, sharing one forward and one backward;
+- :mod:`normgrad.nn.losses`: softmax_cross_entropy;
+- :mod:`normgrad.nn.models`: the course's FullyConnectedNet;
+- :mod:`normgrad.nn.optim`: SGD with momentum, Adam.
+"""
+
+from normgrad.nn.layers import Dropout, Linear, ReLU, Sigmoid, init_std
+from normgrad.nn.losses import softmax_cross_entropy
+from normgrad.nn.models import FullyConnectedNet
+from normgrad.nn.module import Module, Sequential
+from normgrad.nn.norms import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normgrad.nn.optim import SGD, Adam, Optimizer
 
 __all__ = [
@@ -24,10 +24,12 @@ __all__ = [
     "Dropout",
     "FullyConnectedNet",
     "GroupNorm",
+    "InstanceNorm",
     "LayerNorm",
     "Linear",
     "Module",
     "Optimizer",
+    "RMSNorm",
     "ReLU",
     "Sequential",
     "Sigmoid",
