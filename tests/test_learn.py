@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from normgrad import cli
-from normgrad.learn import grader
+from normgrad.core.table import OPS
+from normgrad.learn import examples, grader
 from normgrad.learn.examples import make_example
 from normgrad.learn.explain import explain
-from normgrad.learn.graph import build_graph, draw_example
+from normgrad.learn.graph import build_graph, draw_example, example_graph
 
 LEARNERS = Path(__file__).parent / "learners"
 TEMPLATE = (LEARNERS / "template.py").read_text()
+BESSEL_OPS = [name for name, spec in OPS.items() if spec.bessel_allowed]
 
 
 # --------------------------------------------------------------------------- explain
@@ -40,16 +42,61 @@ def test_explain_is_stable_and_its_numbers_are_the_librarys():
     assert text.rstrip().endswith("All four agree.")
 
 
-@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm"])
-def test_explain_every_op_and_bessel(op):
+def _walked_steps(text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"^step (\d)  ", text, flags=re.M)]
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_explain_every_op_in_the_table(op):
+    spec = OPS[op]
+    text = explain(make_example(op, seed=1))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.startswith(spec.title)
+    # The walk visits the table's nodes from the last down, then x (step 0).
+    assert _walked_steps(text) == [n.step for n in reversed(spec.nodes())] + [0]
+    for node in spec.nodes():
+        assert f"step {node.step}  {node.expr}" in text
+    assert text.rstrip().endswith("All four agree.")
+
+
+@pytest.mark.parametrize("op", BESSEL_OPS)
+def test_explain_every_op_with_bessel(op):
     text = explain(make_example(op, bessel=True))
+    assert max(len(line) for line in text.splitlines()) <= 80
     assert "n/(n-1)" in text and "var = sum(sq) / (M - 1)" in text
+    assert "the Bessel-corrected formula" in " ".join(text.split())
+    assert text.rstrip().endswith("All four agree.")
+
+
+def test_explain_rms_norm_walks_from_step_8_without_the_mean():
+    text = explain(make_example("rms_norm"))
+    assert _walked_steps(text) == [8, 7, 6, 5, 4, 3, 0]
+    assert "from the output (step 8) back to the input (step 0)" in text
+    assert "mu = mean(x)" not in text and "xmu = x - mu" not in text
+    assert "dx = dxmu1 + dxmu2" in text  # the two gradients meet at x
+    assert "x fed two nodes (step 3 and step 7)" in text
+    assert "dx = (ivar / M) * (M*dxhat - xhat * sum(dxhat * xhat))" in text
+    assert "beta" not in text  # no shift
+    for label in ("the staged backward", "autodiff", "central differences"):
+        assert re.search(rf"  {label}.*agree$", text, flags=re.M), label
     assert text.rstrip().endswith("All four agree.")
 
 
 def test_explain_cli(capsys):
     assert cli.main(["explain", "--shape", "5,2", "--seed", "1"]) == 0
     assert "x has shape (5, 2)" in capsys.readouterr().out
+    assert cli.main(["explain", "--op", "rms_norm"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("All four agree.")
+
+
+def test_examples_read_the_table():
+    assert tuple(OPS) == examples.OPS
+    assert {name: spec.example_shape for name, spec in OPS.items()} == examples.DEFAULT_SHAPES
+    assert make_example("rms").beta is None and make_example("gn").options == {"num_groups": 2}
+    with pytest.raises(ValueError, match="no Bessel-corrected variant"):
+        make_example("rms_norm", bessel=True)
+    with pytest.raises(ValueError, match="layer_norm does not take num_groups"):
+        make_example("layer_norm", num_groups=2)
 
 
 # --------------------------------------------------------------------------- graph
@@ -64,6 +111,18 @@ def test_graph_dot_has_the_nodes_steps_and_meeting_points(tmp_path):
     assert dot.count("2 gradients meet here and are summed") == 2  # x and xmu
     assert "grad  " in dot and "value " in dot and "shape (4, 3)" in dot
     assert dot.startswith("digraph")
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_graph_dot_for_every_op_labels_the_tables_nodes(op):
+    spec = OPS[op]
+    dot = example_graph(make_example(op)).source
+    assert dot.startswith("digraph") and spec.title in dot
+    for node in spec.nodes():
+        assert f"{node.name}   (step {node.step})\\l{node.expr}\\l" in dot
+    # Gradients meet at x and at xmu; without centring only at x.
+    meetings = 2 if spec.centered else 1
+    assert dot.count("2 gradients meet here and are summed") == meetings
 
 
 def test_graph_edges_point_forward():
@@ -156,7 +215,7 @@ def _closed(sign_mean="-", sign_var="-", factor=""):
 
 
 MISTAKE_BODIES = {
-    # seed 000's final formula on the biased forward
+    # the Bessel-corrected formula on the biased forward
     "bessel": _closed(factor="N / (N - 1) * "),
     "no_mean_path": "dx = ivar * (dxhat - xhat * (dxhat * xhat).sum(axis=0) / N)",
     "no_variance_path": "dx = ivar * (dxhat - dxhat.sum(axis=0) / N)",
