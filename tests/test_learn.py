@@ -1,5 +1,6 @@
 """explain, graph and the grader (normgrad.learn) and their command lines."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -10,7 +11,7 @@ import pytest
 
 from normgrad import cli
 from normgrad.core.table import OPS
-from normgrad.learn import examples, grader
+from normgrad.learn import examples, grader, mistakes
 from normgrad.learn.examples import make_example
 from normgrad.learn.explain import explain
 from normgrad.learn.graph import build_graph, draw_example, example_graph
@@ -190,11 +191,14 @@ def test_the_reference_passes_everything(tmp_path):
     path.write_text("from normgrad.cs231n import *  # noqa: F403\n")
     rows = grader.grade(path)
     assert rows and all(r.passed for r in rows)
-    assert {r.function for r in rows} == set(grader.GRADABLE)
+    # The course has no RMS norm; the learner fixture tests/learners/rmsnorm.py stands in.
+    rms = {"rmsnorm_forward", "rmsnorm_backward"}
+    assert rms <= set(grader.GRADABLE)
+    assert {r.function for r in rows} == set(grader.GRADABLE) - rms
 
 
-def test_seeds_001_and_002_pass():
-    rows = grader.grade(LEARNERS / "seeds_001_002.py")
+def test_the_staged_backward_and_the_closed_form_pass():
+    rows = grader.grade(LEARNERS / "staged_and_closed_form.py")
     assert {r.function for r in rows} == {
         "batchnorm_forward",
         "batchnorm_backward",
@@ -332,3 +336,76 @@ def test_grading_does_not_depend_on_the_learner_modifying_inputs(tmp_path):
     rows = grader.grade(_learner(tmp_path, body), "batchnorm_backward")
     assert all(r.passed for r in rows if r.output == "dx")
     assert np.isfinite([r.error for r in rows if r.error is not None]).all()
+
+
+# --------------------------------------------------------------------------- RMS norm
+
+
+def test_the_rms_norm_learner_passes(capsys):
+    rows = grader.grade(LEARNERS / "rmsnorm.py")
+    assert {r.function for r in rows} == {"rmsnorm_forward", "rmsnorm_backward"}
+    assert all(r.passed for r in rows), grader.format_rows(rows)
+    cases = {r.case for r in rows}
+    assert {"N=1", "D=1", "large values", "small values", "gamma zeros", "eps=0.1"} <= cases
+    assert {r.output for r in rows if r.function == "rmsnorm_backward"} == {"dx", "dgamma"}
+    assert cli.main(["check", str(LEARNERS / "rmsnorm.py")]) == 0
+
+
+def _rms_learner(tmp_path: Path, forward: str, backward: str | None) -> Path:
+    """A module defining the fixture's ``forward`` and ``backward`` under the grader's names."""
+    (tmp_path / "rmsnorm_fixture.py").write_text((LEARNERS / "rmsnorm.py").read_text())
+    lines = [f"from rmsnorm_fixture import {forward} as rmsnorm_forward"]
+    if backward:
+        lines.append(f"from rmsnorm_fixture import {backward} as rmsnorm_backward")
+    path = tmp_path / "learner.py"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rms_mistakes():
+    spec = importlib.util.spec_from_file_location("rmsnorm_learner", LEARNERS / "rmsnorm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GRADED_MISTAKES
+
+
+@pytest.mark.parametrize(
+    ("mistake", "forward", "backward"),
+    _rms_mistakes(),
+    ids=[f"{f}-{b}" for _, f, b in _rms_mistakes()],
+)
+def test_each_rms_norm_mistake_fails_and_is_named(tmp_path, mistake, forward, backward):
+    path = _rms_learner(tmp_path, forward, backward)
+    only = "rmsnorm_backward" if forward == "rmsnorm_forward" else None
+    rows = grader.grade(path, only)
+    # The wrong function fails and is named: the forward where it is the wrong one, else
+    # the backward (a wrong forward's own backward may fail too, named the same).
+    wrong = "rmsnorm_backward" if only else "rmsnorm_forward"
+    failed = [r for r in rows if not r.passed]
+    assert any(r.function == wrong for r in failed), f"{mistake} passed the grader"
+    assert {r.mistake for r in failed} == {mistake}, grader.format_rows(rows)
+    assert f"looks like {mistakes.MISTAKES[mistake].description[:30]}" in " ".join(
+        grader.format_rows(rows).split()
+    )
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def test_nothing_learn_prints_names_the_sources_by_number(tmp_path):
+    """The sources are named by what they are (docs/sources.md), never "seed 000"."""
+    texts = []
+    for op in OPS:
+        texts.append(explain(make_example(op)))
+        texts.append(example_graph(make_example(op)).source)
+    for op in BESSEL_OPS:
+        texts.append(explain(make_example(op, bessel=True)))
+    for body in MISTAKE_BODIES.values():
+        texts.append(grader.format_rows(grader.grade(_learner(tmp_path, body))))
+    for _mistake, forward, backward in _rms_mistakes():
+        path = _rms_learner(tmp_path, forward, backward)
+        texts.append(grader.format_rows(grader.grade(path)))
+    texts.append(grader.format_rows(grader.grade(LEARNERS / "staged_and_closed_form.py")))
+    texts += [m.description for m in mistakes.MISTAKES.values()]
+    for text in texts:
+        assert not re.search(r"seed ?0\d\d", text, flags=re.I), text
