@@ -83,6 +83,20 @@ def test_explain_rms_norm_walks_from_step_8_without_the_mean():
     assert text.rstrip().endswith("All four agree.")
 
 
+@pytest.mark.parametrize(
+    ("op", "shape", "seed"),
+    [
+        ("rms_norm", (2, 1), 2),  # one value per group, one of them 0: dx cancels, ivar huge
+        ("instance_norm", (1, 1, 2), 40),  # dout constant over the group: dx = dgamma = 0
+        ("layer_norm", (2, 3, 2), 16),  # a group of equal values: sharp curvature in x
+    ],
+)
+def test_explain_agrees_where_gradients_cancel(op, shape, seed):
+    for bessel in [False, True] if OPS[op].bessel_allowed else [False]:
+        text = explain(make_example(op, shape, seed=seed, bessel=bessel))
+        assert text.rstrip().endswith("All four agree."), text[-600:]
+
+
 def test_explain_cli(capsys):
     assert cli.main(["explain", "--shape", "5,2", "--seed", "1"]) == 0
     assert "x has shape (5, 2)" in capsys.readouterr().out
