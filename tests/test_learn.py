@@ -1,5 +1,6 @@
 """explain, graph and the grader (normgrad.learn) and their command lines."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -9,13 +10,15 @@ import numpy as np
 import pytest
 
 from normgrad import cli
-from normgrad.learn import grader
+from normgrad.core.table import OPS
+from normgrad.learn import examples, grader, mistakes
 from normgrad.learn.examples import make_example
 from normgrad.learn.explain import explain
-from normgrad.learn.graph import build_graph, draw_example
+from normgrad.learn.graph import build_graph, draw_example, example_graph
 
 LEARNERS = Path(__file__).parent / "learners"
 TEMPLATE = (LEARNERS / "template.py").read_text()
+BESSEL_OPS = [name for name, spec in OPS.items() if spec.bessel_allowed]
 
 
 # --------------------------------------------------------------------------- explain
@@ -40,16 +43,75 @@ def test_explain_is_stable_and_its_numbers_are_the_librarys():
     assert text.rstrip().endswith("All four agree.")
 
 
-@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm"])
-def test_explain_every_op_and_bessel(op):
-    text = explain(make_example(op, bessel=True))
-    assert "n/(n-1)" in text and "var = sum(sq) / (M - 1)" in text
+def _walked_steps(text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"^step (\d)  ", text, flags=re.M)]
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_explain_every_op_in_the_table(op):
+    spec = OPS[op]
+    text = explain(make_example(op, seed=1))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.startswith(spec.title)
+    # The walk visits the table's nodes from the last down, then x (step 0).
+    assert _walked_steps(text) == [n.step for n in reversed(spec.nodes())] + [0]
+    for node in spec.nodes():
+        assert f"step {node.step}  {node.expr}" in text
     assert text.rstrip().endswith("All four agree.")
+
+
+@pytest.mark.parametrize("op", BESSEL_OPS)
+def test_explain_every_op_with_bessel(op):
+    text = explain(make_example(op, bessel=True))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "n/(n-1)" in text and "var = sum(sq) / (M - 1)" in text
+    assert "the Bessel-corrected formula" in " ".join(text.split())
+    assert text.rstrip().endswith("All four agree.")
+
+
+def test_explain_rms_norm_walks_from_step_8_without_the_mean():
+    text = explain(make_example("rms_norm"))
+    assert _walked_steps(text) == [8, 7, 6, 5, 4, 3, 0]
+    assert "from the output (step 8) back to the input (step 0)" in text
+    assert "mu = mean(x)" not in text and "xmu = x - mu" not in text
+    assert "dx = dxmu1 + dxmu2" in text  # the two gradients meet at x
+    assert "x fed two nodes (step 3 and step 7)" in text
+    assert "dx = (ivar / M) * (M*dxhat - xhat * sum(dxhat * xhat))" in text
+    assert "beta" not in text  # no shift
+    for label in ("the staged backward", "autodiff", "central differences"):
+        assert re.search(rf"  {label}.*agree$", text, flags=re.M), label
+    assert text.rstrip().endswith("All four agree.")
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "seed"),
+    [
+        ("rms_norm", (2, 1), 2),  # one value per group, one of them 0: dx cancels, ivar huge
+        ("instance_norm", (1, 1, 2), 40),  # dout constant over the group: dx = dgamma = 0
+        ("layer_norm", (2, 3, 2), 16),  # a group of equal values: sharp curvature in x
+    ],
+)
+def test_explain_agrees_where_gradients_cancel(op, shape, seed):
+    for bessel in [False, True] if OPS[op].bessel_allowed else [False]:
+        text = explain(make_example(op, shape, seed=seed, bessel=bessel))
+        assert text.rstrip().endswith("All four agree."), text[-600:]
 
 
 def test_explain_cli(capsys):
     assert cli.main(["explain", "--shape", "5,2", "--seed", "1"]) == 0
     assert "x has shape (5, 2)" in capsys.readouterr().out
+    assert cli.main(["explain", "--op", "rms_norm"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("All four agree.")
+
+
+def test_examples_read_the_table():
+    assert tuple(OPS) == examples.OPS
+    assert {name: spec.example_shape for name, spec in OPS.items()} == examples.DEFAULT_SHAPES
+    assert make_example("rms").beta is None and make_example("gn").options == {"num_groups": 2}
+    with pytest.raises(ValueError, match="no Bessel-corrected variant"):
+        make_example("rms_norm", bessel=True)
+    with pytest.raises(ValueError, match="layer_norm does not take num_groups"):
+        make_example("layer_norm", num_groups=2)
 
 
 # --------------------------------------------------------------------------- graph
@@ -64,6 +126,18 @@ def test_graph_dot_has_the_nodes_steps_and_meeting_points(tmp_path):
     assert dot.count("2 gradients meet here and are summed") == 2  # x and xmu
     assert "grad  " in dot and "value " in dot and "shape (4, 3)" in dot
     assert dot.startswith("digraph")
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_graph_dot_for_every_op_labels_the_tables_nodes(op):
+    spec = OPS[op]
+    dot = example_graph(make_example(op)).source
+    assert dot.startswith("digraph") and spec.title in dot
+    for node in spec.nodes():
+        assert f"{node.name}   (step {node.step})\\l{node.expr}\\l" in dot
+    # Gradients meet at x and at xmu; without centring only at x.
+    meetings = 2 if spec.centered else 1
+    assert dot.count("2 gradients meet here and are summed") == meetings
 
 
 def test_graph_edges_point_forward():
@@ -131,11 +205,14 @@ def test_the_reference_passes_everything(tmp_path):
     path.write_text("from normgrad.cs231n import *  # noqa: F403\n")
     rows = grader.grade(path)
     assert rows and all(r.passed for r in rows)
-    assert {r.function for r in rows} == set(grader.GRADABLE)
+    # The course has no RMS norm; the learner fixture tests/learners/rmsnorm.py stands in.
+    rms = {"rmsnorm_forward", "rmsnorm_backward"}
+    assert rms <= set(grader.GRADABLE)
+    assert {r.function for r in rows} == set(grader.GRADABLE) - rms
 
 
-def test_seeds_001_and_002_pass():
-    rows = grader.grade(LEARNERS / "seeds_001_002.py")
+def test_the_staged_backward_and_the_closed_form_pass():
+    rows = grader.grade(LEARNERS / "staged_and_closed_form.py")
     assert {r.function for r in rows} == {
         "batchnorm_forward",
         "batchnorm_backward",
@@ -156,7 +233,7 @@ def _closed(sign_mean="-", sign_var="-", factor=""):
 
 
 MISTAKE_BODIES = {
-    # seed 000's final formula on the biased forward
+    # the Bessel-corrected formula on the biased forward
     "bessel": _closed(factor="N / (N - 1) * "),
     "no_mean_path": "dx = ivar * (dxhat - xhat * (dxhat * xhat).sum(axis=0) / N)",
     "no_variance_path": "dx = ivar * (dxhat - dxhat.sum(axis=0) / N)",
@@ -273,3 +350,76 @@ def test_grading_does_not_depend_on_the_learner_modifying_inputs(tmp_path):
     rows = grader.grade(_learner(tmp_path, body), "batchnorm_backward")
     assert all(r.passed for r in rows if r.output == "dx")
     assert np.isfinite([r.error for r in rows if r.error is not None]).all()
+
+
+# --------------------------------------------------------------------------- RMS norm
+
+
+def test_the_rms_norm_learner_passes(capsys):
+    rows = grader.grade(LEARNERS / "rmsnorm.py")
+    assert {r.function for r in rows} == {"rmsnorm_forward", "rmsnorm_backward"}
+    assert all(r.passed for r in rows), grader.format_rows(rows)
+    cases = {r.case for r in rows}
+    assert {"N=1", "D=1", "large values", "small values", "gamma zeros", "eps=0.1"} <= cases
+    assert {r.output for r in rows if r.function == "rmsnorm_backward"} == {"dx", "dgamma"}
+    assert cli.main(["check", str(LEARNERS / "rmsnorm.py")]) == 0
+
+
+def _rms_learner(tmp_path: Path, forward: str, backward: str | None) -> Path:
+    """A module defining the fixture's ``forward`` and ``backward`` under the grader's names."""
+    (tmp_path / "rmsnorm_fixture.py").write_text((LEARNERS / "rmsnorm.py").read_text())
+    lines = [f"from rmsnorm_fixture import {forward} as rmsnorm_forward"]
+    if backward:
+        lines.append(f"from rmsnorm_fixture import {backward} as rmsnorm_backward")
+    path = tmp_path / "learner.py"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rms_mistakes():
+    spec = importlib.util.spec_from_file_location("rmsnorm_learner", LEARNERS / "rmsnorm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GRADED_MISTAKES
+
+
+@pytest.mark.parametrize(
+    ("mistake", "forward", "backward"),
+    _rms_mistakes(),
+    ids=[f"{f}-{b}" for _, f, b in _rms_mistakes()],
+)
+def test_each_rms_norm_mistake_fails_and_is_named(tmp_path, mistake, forward, backward):
+    path = _rms_learner(tmp_path, forward, backward)
+    only = "rmsnorm_backward" if forward == "rmsnorm_forward" else None
+    rows = grader.grade(path, only)
+    # The wrong function fails and is named: the forward where it is the wrong one, else
+    # the backward (a wrong forward's own backward may fail too, named the same).
+    wrong = "rmsnorm_backward" if only else "rmsnorm_forward"
+    failed = [r for r in rows if not r.passed]
+    assert any(r.function == wrong for r in failed), f"{mistake} passed the grader"
+    assert {r.mistake for r in failed} == {mistake}, grader.format_rows(rows)
+    assert f"looks like {mistakes.MISTAKES[mistake].description[:30]}" in " ".join(
+        grader.format_rows(rows).split()
+    )
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def test_nothing_learn_prints_names_the_sources_by_number(tmp_path):
+    """The sources are named by what they are (docs/sources.md), never "seed 000"."""
+    texts = []
+    for op in OPS:
+        texts.append(explain(make_example(op)))
+        texts.append(example_graph(make_example(op)).source)
+    for op in BESSEL_OPS:
+        texts.append(explain(make_example(op, bessel=True)))
+    for body in MISTAKE_BODIES.values():
+        texts.append(grader.format_rows(grader.grade(_learner(tmp_path, body))))
+    for _mistake, forward, backward in _rms_mistakes():
+        path = _rms_learner(tmp_path, forward, backward)
+        texts.append(grader.format_rows(grader.grade(path)))
+    texts.append(grader.format_rows(grader.grade(LEARNERS / "staged_and_closed_form.py")))
+    texts += [m.description for m in mistakes.MISTAKES.values()]
+    for text in texts:
+        assert not re.search(r"seed ?0\d\d", text, flags=re.I), text

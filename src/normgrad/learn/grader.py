@@ -2,10 +2,21 @@
 
 The learner's module defines some of ``batchnorm_forward``, ``batchnorm_backward``,
 ``batchnorm_backward_alt``, ``layernorm_forward``/``_backward``,
-``spatial_batchnorm_forward``/``_backward`` and ``spatial_groupnorm_forward``/``_backward``.
-Each forward is compared with the reference on several cases (shapes, seeds, eps values,
-N = 2, D = 1, large means, gamma with zeros), and each backward is run *through the
-learner's own forward* (their cache is theirs) and compared with the reference gradients.
+``spatial_batchnorm_forward``/``_backward``, ``spatial_groupnorm_forward``/``_backward``
+(the course's API; docs/sources.md) and ``rmsnorm_forward``/``_backward``, which the
+course does not have and normgrad defines in its style:
+
+- ``rmsnorm_forward(x, gamma, rn_param) -> (out, cache)``: RMS norm of x of shape (N, D)
+  over its last axis, ``out = gamma * x / sqrt(mean(x^2) + eps)``, gamma of shape (D,),
+  no beta. ``rn_param`` is a dict; ``rn_param.get("eps", 1e-5)`` is eps, the default the
+  course's other layers use. (normgrad's own ``rms_norm_forward`` defaults to the machine
+  epsilon, as PyTorch does; the grader always passes eps, so the default is not graded.)
+- ``rmsnorm_backward(dout, cache) -> (dx, dgamma)``.
+
+Each forward is compared with the reference (the op of the table of ops it computes) on
+several cases (shapes, random inputs, eps values, N = 1 or 2, D = 1, large means or
+values, gamma with zeros), and each backward is run *through the learner's own forward*
+(their cache is theirs) and compared with the reference gradients.
 
 A wrong result is held against the known mistakes (:mod:`normgrad.learn.mistakes`), and the
 closest is named when it matches. A function that raises, returns the wrong shapes or
@@ -17,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 import textwrap
 import traceback
@@ -26,13 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from normgrad.backends.numpy_backend import normalize_backward, normalize_forward
-from normgrad.core.layout import (
-    NormLayout,
-    batch_norm_layout,
-    group_norm_layout,
-    layer_norm_layout,
-)
+from normgrad.core.layout import NormLayout
+from normgrad.core.table import OpSpec, get_op
 from normgrad.gradcheck import max_rel_error, within
 from normgrad.learn import mistakes
 
@@ -51,33 +58,81 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Case:
+    """One input to grade on.
+
+    Attributes:
+        name: shown in the report (``"N=1"``, ``"large mean"``).
+        shape: x's shape.
+        seed: seeds x, gamma, beta, dout and the running statistics.
+        eps: passed in the course's param dict.
+        mean: added to x (a large mean tests the centring's precision).
+        scale: multiplies x (large or small values; small ones make eps matter).
+        zero_gamma: every other gamma is 0.
+        groups: the number of groups, for group norm.
+    """
+
     name: str
     shape: tuple[int, ...]
     seed: int = 0
     eps: float = 1e-5
     mean: float = 0.0
+    scale: float = 1.0
     zero_gamma: bool = False
     groups: int = 2
 
 
+def _no_options(case: Case) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class Family:
-    """A forward function and its backward(s), with how to call them the course's way."""
+    """A forward function of the course's API and its backward(s), with the op of the table
+    they compute (the reference) and how the course calls them.
+
+    Attributes:
+        forward: the forward's name, e.g. ``"batchnorm_forward"``.
+        backwards: the backwards graded through that forward.
+        op: the table's entry the family computes; its ``has_beta`` says whether the course
+            passes beta and returns dbeta, its ``running_stats`` whether the param dict
+            carries running statistics and a test mode.
+        cases: the inputs to grade on.
+        api_param_shape: x's shape -> the shape gamma (and beta) are passed in.
+        options: a case -> the op's axis keyword for it (``{"num_groups": 2}``).
+        takes_groups: the forward takes the number of groups before its param dict.
+    """
 
     forward: str
     backwards: tuple[str, ...]
+    op: OpSpec
     cases: tuple[Case, ...]
-    layout: Callable[[tuple[int, ...], Case], NormLayout]
     api_param_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
-    has_running_stats: bool = False
+    options: Callable[[Case], dict] = _no_options
     takes_groups: bool = False
 
+    @property
+    def grad_names(self) -> tuple[str, ...]:
+        """What the backward returns: ``(dx, dgamma, dbeta)``, or ``(dx, dgamma)``."""
+        return ("dx", "dgamma", "dbeta") if self.op.has_beta else ("dx", "dgamma")
+
+    def layout(self, shape: tuple[int, ...], case: Case) -> NormLayout:
+        return self.op.layout(shape, **self.options(case))
+
+    def reference(self, x, gamma, beta, case: Case, **kwargs):
+        """The library's ``(y, cache)`` on the NumPy backend (beta ignored without a shift)."""
+        beta = beta if self.op.has_beta else None
+        return self.op.forward(
+            x, gamma, beta, eps=case.eps, backend="numpy", **self.options(case), **kwargs
+        )
+
     def call_forward(self, fn, x, gamma, beta, case: Case, param: dict):
-        g = gamma.reshape(self.api_param_shape(x.shape))
-        b = beta.reshape(self.api_param_shape(x.shape))
+        api = self.api_param_shape(x.shape)
+        args = [x, gamma.reshape(api)]
+        if self.op.has_beta:
+            args.append(beta.reshape(api))
         if self.takes_groups:
-            return fn(x, g, b, case.groups, param)
-        return fn(x, g, b, param)
+            args.append(case.groups)
+        return fn(*args, param)
 
 
 def _bn_cases():
@@ -92,18 +147,22 @@ def _bn_cases():
     )
 
 
+def _per_channel(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[1],)
+
+
 FAMILIES = {
     "batchnorm": Family(
         "batchnorm_forward",
         ("batchnorm_backward", "batchnorm_backward_alt"),
+        get_op("batch_norm"),
         _bn_cases(),
-        lambda shape, case: batch_norm_layout(shape, 1),
-        lambda shape: (shape[1],),
-        has_running_stats=True,
+        _per_channel,
     ),
     "layernorm": Family(
         "layernorm_forward",
         ("layernorm_backward",),
+        get_op("layer_norm"),
         (
             Case("4x5", (4, 5)),
             Case("3x8 seed 1", (3, 8), seed=1),
@@ -113,12 +172,12 @@ FAMILIES = {
             Case("gamma zeros", (4, 5), seed=5, zero_gamma=True),
             Case("eps=0.1", (4, 5), seed=6, eps=0.1),
         ),
-        lambda shape, case: layer_norm_layout(shape, 1),
-        lambda shape: (shape[1],),
+        _per_channel,
     ),
     "spatial_batchnorm": Family(
         "spatial_batchnorm_forward",
         ("spatial_batchnorm_backward",),
+        get_op("batch_norm"),
         (
             Case("2x3x4x5", (2, 3, 4, 5)),
             Case("N=2 1x1", (2, 3, 1, 1), seed=1),
@@ -127,13 +186,12 @@ FAMILIES = {
             Case("gamma zeros", (2, 4, 2, 2), seed=4, zero_gamma=True),
             Case("eps=0.1", (2, 3, 2, 2), seed=5, eps=0.1),
         ),
-        lambda shape, case: batch_norm_layout(shape, 1),
-        lambda shape: (shape[1],),
-        has_running_stats=True,
+        _per_channel,
     ),
     "spatial_groupnorm": Family(
         "spatial_groupnorm_forward",
         ("spatial_groupnorm_backward",),
+        get_op("group_norm"),
         (
             Case("2x6x4x5 G=2", (2, 6, 4, 5), groups=2),
             Case("G=1", (2, 4, 2, 3), seed=1, groups=1),
@@ -142,9 +200,26 @@ FAMILIES = {
             Case("gamma zeros", (1, 6, 2, 2), seed=4, zero_gamma=True, groups=3),
             Case("eps=0.1", (2, 4, 2, 2), seed=5, eps=0.1, groups=2),
         ),
-        lambda shape, case: group_norm_layout(shape, case.groups),
         lambda shape: (1, shape[1], 1, 1),
+        options=lambda case: {"num_groups": case.groups},
         takes_groups=True,
+    ),
+    "rmsnorm": Family(
+        "rmsnorm_forward",
+        ("rmsnorm_backward",),
+        get_op("rms_norm"),
+        (
+            Case("4x5", (4, 5)),
+            Case("3x8 seed 1", (3, 8), seed=1),
+            Case("N=1", (1, 6), seed=2),
+            Case("D=1", (5, 1), seed=3),
+            Case("large values", (4, 6), seed=4, scale=1e4),
+            Case("small values", (4, 6), seed=5, scale=1e-3),  # eps matters here
+            Case("large mean", (4, 6), seed=6, mean=1e4),
+            Case("gamma zeros", (4, 5), seed=7, zero_gamma=True),
+            Case("eps=0.1", (4, 5), seed=8, eps=0.1),
+        ),
+        _per_channel,
     ),
 }
 
@@ -237,10 +312,12 @@ class Inputs:
     running_var: np.ndarray
 
 
-def make_inputs(case: Case) -> Inputs:
+def make_inputs(case: Case, fam: Family) -> Inputs:
+    """Seeded inputs for ``case``; gamma, beta and the running statistics are flat, of the
+    op's parameter size (reshaped to the course's shape when the learner is called)."""
     rng = np.random.default_rng(case.seed)
-    c = case.shape[1]
-    x = case.mean + rng.normal(0.5, 2.0, case.shape)
+    c = math.prod(fam.op.param_shape(case.shape, **fam.options(case)))
+    x = case.mean + case.scale * rng.normal(0.5, 2.0, case.shape)
     gamma = rng.normal(1.0, 0.5, c)
     if case.zero_gamma:
         gamma[::2] = 0.0
@@ -351,44 +428,50 @@ def _grade_values(function, case, outputs: dict, expected: dict, variants, scale
     return rows
 
 
-def _reshape_params(grads, fam: Family, shape):
-    """(dx, dgamma, dbeta) with the parameter gradients in the API's shape where they fit."""
-    dx, dg, db = grads
-    api = fam.api_param_shape(shape)
+def _reshape_params(grads, fam: Family, layout: NormLayout) -> dict[str, np.ndarray]:
+    """``(dx, dgamma[, dbeta])`` by name, only those the family's backward returns, with
+    the parameter gradients in the API's shape. A mistake's unsummed gradient (x's shape)
+    keeps its shape, even where its size is the parameters' (N = 1)."""
+    api = fam.api_param_shape(layout.x_shape)
 
     def fit(a):
-        return a.reshape(api) if a.size == int(np.prod(api)) else a
+        return a.reshape(api) if a.shape == layout.param_shape else a
 
-    return {"dx": dx, "dgamma": fit(dg), "dbeta": fit(db)}
+    named = dict(zip(("dx", "dgamma", "dbeta"), grads, strict=True))
+    return {k: named[k] if k == "dx" else fit(named[k]) for k in fam.grad_names}
 
 
 def grade_forward(fam: Family, fn, path: Path, case: Case) -> tuple[list[Row], object]:
     """Rows for one forward case, and the learner's cache (None if it failed)."""
-    inp = make_inputs(case)
+    inp = make_inputs(case, fam)
     x = inp.x
+    beta = inp.beta if fam.op.has_beta else None
     layout = fam.layout(x.shape, case)
     param = {"mode": "train", "eps": case.eps}
-    if fam.has_running_stats:
+    if fam.op.running_stats:
         param |= {"momentum": 0.9, "running_mean": inp.running_mean.copy()}
         param["running_var"] = inp.running_var.copy()
     try:
         out, cache = _run_forward(fam, fn, path, case, inp, param)
     except LearnerFailed as exc:
         return [Row(fam.forward, case.name, "out", None, False, str(exc))], None
-    y, _, mom = normalize_forward(x, inp.gamma, inp.beta, layout, eps=case.eps)
-    variants = mistakes.forward_variants(layout, x, inp.gamma, inp.beta, case.eps)
+    y, ref_cache = fam.reference(x, inp.gamma, beta, case)
+    variants = mistakes.forward_variants(layout, x, inp.gamma, beta, case.eps)
     variants = {name: [{"out": v} for v in outs] for name, outs in variants.items()}
     rows = _grade_values(fam.forward, case, {"out": out}, {"out": y}, variants, {})
-    if fam.has_running_stats:
-        rows += _grade_running(fam, case, param, inp, mom)
-        rows += _grade_test_mode(fam, fn, path, case, inp, layout)
+    if fam.op.running_stats:
+        rows += _grade_running(fam, case, param, inp, ref_cache)
+        rows += _grade_test_mode(fam, fn, path, case, inp)
     return rows, cache
 
 
-def _grade_running(fam, case, param, inp: Inputs, mom) -> list[Row]:
+def _grade_running(fam, case, param, inp: Inputs, ref_cache) -> list[Row]:
+    """The course's running statistics: momentum weights the old value, and the running
+    variance is the biased batch variance (docs/design.md §8)."""
     c = inp.gamma.shape
-    batch_mean = mom.mean.reshape(c)
-    biased, unbiased = mom.m2.reshape(c) / mom.count, mom.m2.reshape(c) / max(mom.count - 1, 1)
+    batch_mean = ref_cache.mean.reshape(c)
+    biased = ref_cache.var.reshape(c)
+    unbiased = biased * ref_cache.count / max(ref_cache.count - 1, 1)
     m = 0.9
     expected = {
         "running_mean": m * inp.running_mean + (1 - m) * batch_mean,
@@ -415,40 +498,38 @@ def _grade_running(fam, case, param, inp: Inputs, mom) -> list[Row]:
     return _grade_values(fam.forward, case, got, expected, variants, {})
 
 
-def _grade_test_mode(fam, fn, path, case, inp: Inputs, layout) -> list[Row]:
+def _grade_test_mode(fam, fn, path, case, inp: Inputs) -> list[Row]:
     param = {"mode": "test", "eps": case.eps, "running_mean": inp.running_mean.copy()}
     param["running_var"] = inp.running_var.copy()
     try:
         out, _ = _run_forward(fam, fn, path, case, inp, param)
     except LearnerFailed as exc:
         return [Row(fam.forward, case.name, "out (test)", None, False, str(exc))]
-    y, _, _ = normalize_forward(
-        inp.x, inp.gamma, inp.beta, layout, eps=case.eps, stats=(inp.running_mean, inp.running_var)
-    )
+    y, _ = fam.reference(
+        inp.x, inp.gamma, inp.beta, case, training=False,
+        running_mean=inp.running_mean.copy(), running_var=inp.running_var.copy(),
+    )  # fmt: skip
     return _grade_values(fam.forward, case, {"out (test)": out}, {"out (test)": y}, {}, {})
 
 
 def grade_backward(fam: Family, name: str, fn, path: Path, case: Case, cache) -> list[Row]:
-    inp = make_inputs(case)
+    inp = make_inputs(case, fam)
     x, dout = inp.x, inp.dout
+    beta = inp.beta if fam.op.has_beta else None
     layout = fam.layout(x.shape, case)
     try:
-        result = _unpack(_call(fn, name, path, dout.copy(), cache), ("dx", "dgamma", "dbeta"), name)
+        result = _unpack(_call(fn, name, path, dout.copy(), cache), fam.grad_names, name)
         # A wrongly shaped dgamma/dbeta is graded (and diagnosed), not refused.
-        got = {
-            "dx": _check_array("dx", result[0], x.shape),
-            "dgamma": _as_array("dgamma", result[1]),
-            "dbeta": _as_array("dbeta", result[2]),
-        }
+        got = {"dx": _check_array("dx", result[0], x.shape)}
+        for key, value in zip(fam.grad_names[1:], result[1:], strict=True):
+            got[key] = _as_array(key, value)
     except LearnerFailed as exc:
         return [Row(name, case.name, "grads", None, False, str(exc))]
-    _, ref_cache, _ = normalize_forward(x, inp.gamma, inp.beta, layout, eps=case.eps)
-    expected = _reshape_params(normalize_backward(dout, ref_cache), fam, x.shape)
+    _, ref_cache = fam.reference(x, inp.gamma, beta, case)
+    expected = _reshape_params(fam.op.backward(dout, ref_cache), fam, layout)
     variants = {
-        k: [_reshape_params(g, fam, x.shape) for g in gs]
-        for k, gs in mistakes.backward_variants(
-            layout, x, inp.gamma, inp.beta, dout, case.eps
-        ).items()
+        k: [_reshape_params(g, fam, layout) for g in gs]
+        for k, gs in mistakes.backward_variants(layout, x, inp.gamma, beta, dout, case.eps).items()
     }
     # dx is a difference of terms of size |dout * gamma| / std, which can cancel (N = 2).
     scale = float(np.max(np.abs(dout)) * np.max(np.abs(inp.gamma)) * np.max(ref_cache.inv_std))

@@ -1,9 +1,12 @@
 """Pictures of the computational graph, as the autodiff engine builds it (``normgrad graph``).
 
-One node per primitive, labelled with its name and seed-002 step number (for the norms),
-its operation, its shape, and a summary of its forward value and of its gradient after a
-backward pass. Edges point forward. Nodes that feed more than one node are the places where
-gradients meet and are summed; they are filled orange and say so.
+One node per primitive, labelled with its operation, its shape, and a summary of its
+forward value and of its gradient after a backward pass. The nodes of the staged graph
+(Kratzert's computational-graph walk, docs/design.md §3) are labelled from the table of
+ops (:mod:`normgrad.core.table`): the node's name, its step number and its formula, e.g.
+``xmu   (step 2)`` over ``xmu = x - mu``. Edges point forward. Nodes that feed more than
+one node are the places where gradients meet and are summed; they are filled orange and
+say so.
 
 Needs the ``graphviz`` Python package (``pip install 'normgrad[graph]'``) to build the DOT
 text, and Graphviz's ``dot`` program (Debian: ``apt-get install graphviz``) to render SVG
@@ -13,11 +16,13 @@ or PNG. Without ``dot`` the DOT file is written and the message says how to rend
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from normgrad.autodiff import Tensor
+from normgrad.core.table import Node
 
 FORMATS = ("svg", "png", "dot")
 
@@ -59,10 +64,16 @@ def fan_out(out: Tensor) -> Counter:
     return uses
 
 
-def build_graph(out: Tensor, title: str = ""):
+def build_graph(out: Tensor, title: str = "", nodes: Iterable[Node] = ()):
     """A ``graphviz.Digraph`` of everything ``out`` depends on (call ``out.backward`` first
-    to show gradients)."""
+    to show gradients).
+
+    ``nodes`` are the op's staged-graph nodes (``spec.nodes(bessel)``): an autodiff node
+    tagged with one's name and step is labelled with that node's formula. Tagged helpers
+    that are not table nodes (``var + eps``, Bessel's ``sum_sq``) keep their tag alone.
+    """
     graphviz = _graphviz()
+    staged = {(n.name, n.step): n for n in nodes}
     dot = graphviz.Digraph("normgrad", graph_attr={"rankdir": "LR", "fontname": "monospace"})
     dot.attr("node", fontname="monospace", fontsize="10")
     if title:
@@ -78,7 +89,10 @@ def build_graph(out: Tensor, title: str = ""):
         head = node.name or node.op
         if node.step is not None:
             head += f"   (step {node.step})"
-        lines = [head, f"{node.op or 'input'}   shape {node.shape}"]
+        lines = [head]
+        if (node.name, node.step) in staged:
+            lines.append(staged[node.name, node.step].expr)
+        lines.append(f"{node.op or 'input'}   shape {node.shape}")
         lines.append(f"value {summarize(node.data)}")
         lines.append(f"grad  {summarize(node.grad)}")
         attrs = {"shape": "box", "style": "rounded"}
@@ -134,10 +148,17 @@ def write(dot, path: str | Path, fmt: str) -> Path:
     return path
 
 
+def example_graph(example):
+    """``example``'s graph built from primitives, its backward run with the example's dout,
+    as a ``graphviz.Digraph`` titled with the op's title and x's shape."""
+    spec = example.spec
+    out, *_ = example.autodiff()
+    variance = ", Bessel-corrected variance" if example.bessel else ""
+    title = f"{spec.title}, x of shape {example.x.shape}{variance}: values and gradients"
+    return build_graph(out, title, spec.nodes(example.bessel))
+
+
 def draw_example(example, path: str | Path, fmt: str | None = None) -> Path:
     """Build ``example``'s graph from primitives, run its backward, and write the picture."""
     fmt = infer_format(path, fmt)
-    out, *_ = example.autodiff()
-    variance = ", Bessel" if example.bessel else ""
-    title = f"{example.op} {example.x.shape}{variance}: values and gradients (dout seeded)"
-    return write(build_graph(out, title), path, fmt)
+    return write(example_graph(example), path, fmt)

@@ -1,4 +1,6 @@
-"""A learner who wrote seed 002's staged backward and seed 001's closed form."""
+"""A learner whose batchnorm_backward is the staged backward (Kratzert's computational-graph
+walk) and whose batchnorm_backward_alt is the closed form (Thorey), as the write-ups have
+them (normgrad.reference.writeups; docs/sources.md)."""
 
 from normgrad.reference import writeups
 
