@@ -23,9 +23,9 @@ def _ours(layer, x, dy):
 
 def _theirs(module, x, dy):
     """The same for a torch module (weight and bias are PyTorch's gamma and beta)."""
-    xt = torch.tensor(x, requires_grad=True)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)  # the reference
     y = module(xt)
-    y.backward(torch.tensor(dy))
+    y.backward(torch.tensor(dy, dtype=xt.dtype))
     grads = []
     for p in (module.weight, getattr(module, "bias", None)):
         grads.append(None if p is None else p.grad.numpy().copy())
@@ -47,7 +47,16 @@ def _share_parameters(layer, module, rng):
             assert theirs is None
 
 
-def _compare(ours, theirs, dtype, what):
+def _dx_scale(layer, dy) -> float:
+    """dx is a difference of terms of size |dy| * gamma * inv_std, which cancel when a group
+    holds few values; its rounding error is relative to them, not to dx itself."""
+    _op, cache = layer._op_cache
+    gamma = layer.params.get("gamma")
+    g = 1.0 if gamma is None else float(np.abs(gamma).max(initial=1.0))
+    return float(np.abs(dy).max()) * g * float(cache.inv_std.max())
+
+
+def _compare(ours, theirs, dtype, what, dx_scale=0.0):
     tol = TOL[dtype]
     for name, a, b in zip(("y", "dx", "dgamma", "dbeta"), ours, theirs, strict=True):
         if b is None:
@@ -55,6 +64,8 @@ def _compare(ours, theirs, dtype, what):
             continue
         assert a.dtype == dtype, f"{what}: {name} has dtype {a.dtype}"
         scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        if name == "dx":
+            scale = max(scale, dx_scale)
         assert_close(a, b, rtol=tol, atol=tol * scale, name=f"{what}: {name}")
 
 
@@ -81,12 +92,17 @@ def _side_by_side(layer, module, shape, dtype, seed, train_steps=3, eval_steps=2
         x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
         dy = rng.standard_normal(shape).astype(dtype)
         what = f"{mode} step {step}"
-        _compare(_ours(layer, x, dy), _theirs(module, x, dy), dtype, what)
+        ours = _ours(layer, x, dy)
+        _compare(ours, _theirs(module, x, dy), dtype, what, _dx_scale(layer, dy))
         _compare_running(layer, module, dtype, what)
 
 
 def _torch_dtype(dtype):
-    return torch.float64 if dtype == np.float64 else torch.float32
+    """PyTorch runs in float64 whatever our dtype: it is the reference. In float32 its CPU
+    kernels round the mean before subtracting it, an error of the size of the tolerance
+    that ours avoid (docs/design.md §10); our float32 results are held to float32's
+    tolerance against PyTorch's float64 answer on the same (float32-rounded) inputs."""
+    return torch.float64
 
 
 @st.composite
@@ -128,8 +144,11 @@ def test_instance_norm_2d_matches_pytorch_over_several_steps(track):
 )
 def test_rms_norm_matches_pytorch(normalized, leading, eps, affine, dtype, seed):
     normalized = tuple(normalized)
+    # eps=None means the machine epsilon of the layer's dtype; the float64 reference must
+    # use the same number, not float64's own.
+    torch_eps = float(np.finfo(dtype).eps) if eps is None else eps
     module = torch.nn.RMSNorm(
-        normalized, eps=eps, elementwise_affine=affine, dtype=_torch_dtype(dtype)
+        normalized, eps=torch_eps, elementwise_affine=affine, dtype=_torch_dtype(dtype)
     )
     layer = RMSNorm(normalized, eps=eps, elementwise_affine=affine, dtype=dtype)
     _side_by_side(layer, module, (*leading, *normalized), dtype, seed, 2, 1)

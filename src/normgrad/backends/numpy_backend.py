@@ -60,6 +60,24 @@ class NumpyCache(NormCache):
         return self.saved_xhat
 
 
+def center(xw: np.ndarray, mean: np.ndarray, compute: np.dtype) -> np.ndarray:
+    """``x - mean`` in the compute dtype, with the float64 mean subtracted in two parts.
+
+    Rounding the mean to float32 first would shift every output by that rounding error:
+    at mean/std = 1e4 that is 5e-4 of a standard deviation. Split as ``hi + lo`` (``hi`` the
+    float32 mean, ``lo`` the remainder), ``x - hi`` is exact for x near the mean (Sterbenz's
+    lemma) and subtracting ``lo`` rounds once, so ``x - mean`` is as accurate as its own last
+    bit (docs/design.md §10). In float64 there is nothing to split.
+    """
+    if compute == np.float64:
+        return np.subtract(xw, mean, dtype=compute)
+    mean_hi = mean.astype(compute)
+    mean_lo = (mean - mean_hi).astype(compute)
+    xmu = np.subtract(xw, mean_hi, dtype=compute)
+    xmu -= mean_lo
+    return xmu
+
+
 def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = None) -> Moments:
     """Two-pass mean and M2 of ``xw`` (the view of x) over ``layout.reduce_axes``.
 
@@ -70,7 +88,7 @@ def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = Non
     axes = layout.reduce_axes
     if layout.centered:
         mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
-        xmu = np.subtract(xw, mean.astype(compute), dtype=compute)
+        xmu = center(xw, mean, compute)
     else:  # RMS norm: the second moment around zero
         mean = np.zeros(layout.stats_shape)
         xmu = xw.astype(compute)  # a copy: the forward scales it in place into xhat
@@ -145,7 +163,7 @@ def normalize_forward(
         mom = synchronized_moments(xw, layout, comm)
         var = mom.m2 / (mom.count - 1 if bessel else mom.count)
         mean = mom.mean
-        xhat = np.subtract(xw, mean.astype(compute), dtype=compute)
+        xhat = center(xw, mean, compute)
     elif stats is None:
         mom = moments(xw, layout, scratch=out)
         mean = mom.mean
@@ -155,7 +173,7 @@ def normalize_forward(
         mom = None
         mean = np.asarray(stats[0], dtype=ACC).reshape(layout.stats_shape)
         var = np.asarray(stats[1], dtype=ACC).reshape(layout.stats_shape)
-        xhat = np.subtract(xw, mean.astype(compute), dtype=compute)
+        xhat = center(xw, mean, compute)
     inv_std = 1.0 / np.sqrt(var + eps)
     xhat *= inv_std.astype(compute)
 
