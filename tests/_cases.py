@@ -1,7 +1,10 @@
 """Hypothesis strategies for normalization calls: op, layout, shape, convention, memory layout.
 
 A :class:`Call` bundles everything one forward call needs, so a test can run the forward,
-both backwards, the numerical check and PyTorch on the same inputs.
+both backwards, the numerical check and PyTorch on the same inputs. Every op of the table
+(:data:`normgrad.core.table.OPS`) is drawn, and what a call may have comes from its entry:
+a shift only where the op has one, the Bessel variant where it is allowed, eval mode where
+there are running statistics.
 """
 
 from __future__ import annotations
@@ -13,52 +16,61 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-import normgrad as ng
+from normgrad.core.table import OPS, OpSpec, get_op
 
-OPS = ("batch_norm", "layer_norm", "group_norm", "instance_norm")
 MAX_SIZE = 160  # numerical gradients cost two forward passes per element
 
 
 @dataclass
 class Call:
+    """One forward call: ``get_op(op).forward(x, gamma, beta, **kwargs)``.
+
+    ``kwargs`` holds the op's axis keyword (``channel_axis``, ``normalized_ndim``,
+    ``num_groups``) and the rest of its forward keywords (``bessel``, eval mode's running
+    statistics, ...).
+    """
+
     op: str
     x: np.ndarray
     gamma: np.ndarray | None
     beta: np.ndarray | None
-    kwargs: dict = field(default_factory=dict)  # forward keyword arguments
-    num_groups: int | None = None
+    kwargs: dict = field(default_factory=dict)
 
     @property
-    def extra(self) -> tuple:
-        return () if self.num_groups is None else (self.num_groups,)
+    def spec(self) -> OpSpec:
+        return get_op(self.op)
 
     def forward(self, x=None, gamma=None, beta=None, **overrides):
-        fwd = getattr(ng, f"{self.op}_forward")
         x = self.x if x is None else x
         gamma = self.gamma if gamma is None else gamma
         beta = self.beta if beta is None else beta
-        return fwd(x, gamma, beta, *self.extra, **(self.kwargs | overrides))
+        return self.spec.forward(x, gamma, beta, **(self.kwargs | overrides))
 
     def backward(self, dy, cache):
-        return getattr(ng, f"{self.op}_backward")(dy, cache)
+        """``(dx, dgamma, dbeta)`` in closed form; dbeta is None for an op without a shift."""
+        return self.spec.backward(dy, cache)
 
     def staged(self, dy, cache, **kw):
-        return getattr(ng, f"{self.op}_backward_staged")(dy, cache, **kw)
+        return self.spec.backward_staged(dy, cache, **kw)
+
+    def astype(self, dtype) -> Call:
+        """The same call with every array (x, the parameters, running statistics) cast."""
+
+        def cast(a):
+            return a.astype(dtype) if isinstance(a, np.ndarray) else a
+
+        kwargs = {k: cast(v) for k, v in self.kwargs.items()}
+        return Call(self.op, cast(self.x), cast(self.gamma), cast(self.beta), kwargs)
 
     def reference_kwargs(self) -> dict:
-        """Keyword arguments for normgrad.reference.pytorch.reference."""
-        kw = {k: v for k, v in self.kwargs.items() if k != "running_mean" and k != "running_var"}
-        if "running_mean" in self.kwargs:
-            kw["running_mean"] = self.kwargs["running_mean"].copy()
-            kw["running_var"] = self.kwargs["running_var"].copy()
-        if self.num_groups is not None:
-            kw["num_groups"] = self.num_groups
-        return kw
+        """Keyword arguments for normgrad.reference.pytorch.reference (PyTorch updates the
+        running statistics in place, so it gets copies)."""
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.kwargs.items()}
 
     @property
     def count(self) -> int:
         """M, the number of values per group."""
-        return _count(self)
+        return self.spec.layout(self.x.shape, **self.kwargs).count
 
 
 def _memory_layout(rng, shape, dtype, kind):
@@ -71,42 +83,34 @@ def _memory_layout(rng, shape, dtype, kind):
     return rng.standard_normal(shape).astype(dtype)
 
 
-@st.composite
-def norm_calls(draw, dtype=np.float64, ops=OPS, allow_eval=True, affine=None):
-    """Any op in any layout and variance convention, small enough for numerical gradients."""
-    op = draw(st.sampled_from(ops))
-    bessel = draw(st.booleans())
+def _shape_and_option(draw, spec: OpSpec) -> tuple[tuple[int, ...], dict]:
+    """An input shape the op accepts, and its axis keyword; by how the op picks its axes."""
     small = st.integers(1, 3)
-    kwargs: dict = {"bessel": bessel}
-    num_groups = None
-    if op == "batch_norm":
+    if spec.option == "channel_axis":  # any rank, the statistics per channel
         ndim = draw(st.integers(2, 5))
-        shape = tuple(draw(small) for _ in range(ndim))
-        shape = (draw(st.integers(2, 5)), *shape[1:])
-        channel_axis = draw(st.sampled_from([1, -1, *range(ndim)]))
-        kwargs["channel_axis"] = channel_axis
-        c = shape[channel_axis]
-        param_shape = (c,)
-        training = draw(st.booleans()) if allow_eval else True
-        if not training:
-            kwargs["training"] = False
-    elif op == "layer_norm":
+        shape = (draw(st.integers(2, 5)), *(draw(small) for _ in range(ndim - 1)))
+        return shape, {"channel_axis": draw(st.sampled_from([1, -1, *range(ndim)]))}
+    if spec.option == "normalized_ndim":  # any rank, the last k axes normalized together
         ndim = draw(st.integers(1, 4))
         shape = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
-        k = draw(st.integers(1, ndim))
-        kwargs["normalized_ndim"] = k
-        param_shape = shape[ndim - k :]
-    elif op == "group_norm":
+        return shape, {"normalized_ndim": draw(st.integers(1, ndim))}
+    if spec.option == "num_groups":  # (N, C, *S), C a multiple of the number of groups
         num_groups = draw(small)
-        c = num_groups * draw(small)
         spatial = tuple(draw(small) for _ in range(draw(st.integers(0, 2))))
-        shape = (draw(small), c, *spatial)
-        param_shape = (c,)
-    else:
-        spatial = tuple(draw(small) for _ in range(draw(st.integers(1, 2))))
-        shape = (draw(small), draw(small), *spatial)
-        param_shape = (shape[1],)
+        return (draw(small), num_groups * draw(small), *spatial), {"num_groups": num_groups}
+    # no option (instance norm): (N, C, *S) with at least one spatial axis
+    spatial = tuple(draw(small) for _ in range(draw(st.integers(1, 2))))
+    return (draw(small), draw(small), *spatial), {}
+
+
+@st.composite
+def norm_calls(draw, dtype=np.float64, ops=tuple(OPS), allow_eval=True, affine=None):
+    """Any op in any layout and variance convention, small enough for numerical gradients."""
+    spec = get_op(draw(st.sampled_from(ops)))
+    shape, kwargs = _shape_and_option(draw, spec)
     assume(math.prod(shape) <= MAX_SIZE)
+    kwargs["bessel"] = draw(st.booleans()) if spec.bessel_allowed else False
+    training = draw(st.booleans()) if spec.running_stats and allow_eval else True
 
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
@@ -114,29 +118,21 @@ def norm_calls(draw, dtype=np.float64, ops=OPS, allow_eval=True, affine=None):
     scale = draw(st.floats(0.5, 3.0))
     offset = draw(st.floats(-5.0, 5.0))
     x = _memory_layout(rng, shape, dtype, kind) * dtype(scale) + dtype(offset)
+    param_shape = spec.param_shape(shape, **kwargs)
     use_affine = draw(st.booleans()) if affine is None else affine
     gamma = (rng.standard_normal(param_shape) + 1.0).astype(dtype) if use_affine else None
-    beta = rng.standard_normal(param_shape).astype(dtype) if use_affine else None
-    if kwargs.get("training") is False:
+    has_beta = use_affine and spec.has_beta
+    beta = rng.standard_normal(param_shape).astype(dtype) if has_beta else None
+    if not training:
+        kwargs["training"] = False
         kwargs["running_mean"] = (rng.standard_normal(param_shape) + offset).astype(dtype)
         kwargs["running_var"] = rng.uniform(0.5, 3.0, param_shape).astype(dtype) * scale**2
-    call = Call(op, x, gamma, beta, kwargs, num_groups)
-    # Statistics need two values per group when training batch norm, for instance norm,
-    # and whenever the variance is Bessel-corrected.
-    needs_two = bessel or op == "instance_norm" or (op == "batch_norm" and "training" not in kwargs)
+    call = Call(spec.name, x, gamma, beta, kwargs)
+    # Statistics need two values per group where the op says so in training (batch and
+    # instance norm), and whenever the variance is Bessel-corrected.
+    needs_two = kwargs["bessel"] or (training and spec.min_values > 1)
     assume(not needs_two or call.count >= 2)
     return call
-
-
-def _count(call: Call) -> int:
-    x = call.x
-    if call.op == "batch_norm":
-        return x.size // x.shape[call.kwargs["channel_axis"]]
-    if call.op == "layer_norm":
-        return math.prod(x.shape[x.ndim - call.kwargs["normalized_ndim"] :])
-    if call.op == "group_norm":
-        return x.size // (x.shape[0] * call.num_groups)
-    return math.prod(x.shape[2:])
 
 
 def error_scales(x, gamma, dy, cache) -> dict[str, float]:
@@ -146,9 +142,11 @@ def error_scales(x, gamma, dy, cache) -> dict[str, float]:
 
     - ``cond``: x - mean cancels, so xhat carries an error of ~u * |x| * inv_std (u the
       unit roundoff); 1 for well-spread data, large when a group's values nearly coincide.
+      For RMS norm (whose cached mean is zero) nothing cancels and this is max|xhat|, at
+      most sqrt(M): the size of the terms of dgamma.
     - ``y``: gamma * xhat, so ~|gamma| * cond.
     - ``dx``: a difference of terms of size |dy * gamma| * inv_std, which cancel to
-      O(eps / var) with two values per group.
+      O(eps / var) with two values per group (RMS norm's terms are the same size).
     - ``dgamma``, ``dbeta``: sums of terms |dy * xhat| and |dy|, which may cancel.
 
     Multiply by a relative tolerance to get an ``atol``.

@@ -18,10 +18,10 @@ from normgrad.train import TrainConfig
 def test_verify_passes_and_prints_every_section(capsys):
     assert cli.main(["verify"]) == 0
     out = capsys.readouterr().out
-    for text in ("[ops]", "[seeds]", "[precision]", "group_norm", "instance_norm", "(N, H, W, C)"):
+    for text in ("[ops]", "[write-ups]", "[precision]", "group_norm", "instance_norm"):
         assert text in out
-    assert "0 failed" in out
-    assert "final formula, biased variance" in out
+    assert "(N, H, W, C)" in out and "0 failed" in out
+    assert "Bessel-corrected formula with the biased variance" in out
 
 
 def test_verify_exits_nonzero_when_a_check_fails(capsys, monkeypatch):

@@ -32,12 +32,7 @@ def _compare(call: Call, dtype, dy):
 
 @given(norm_calls(), st.sampled_from([np.float64, np.float32, np.float16]))
 def test_fused_equals_numpy_for_every_op(call: Call, dtype):
-    call.x = call.x.astype(dtype)  # non-contiguous layouts stay non-contiguous only for f64
-    if call.gamma is not None:
-        call.gamma, call.beta = call.gamma.astype(dtype), call.beta.astype(dtype)
-    for k in ("running_mean", "running_var"):
-        if k in call.kwargs:
-            call.kwargs[k] = call.kwargs[k].astype(dtype)
+    call = call.astype(dtype)  # non-contiguous layouts stay non-contiguous only for f64
     dy = np.random.default_rng(0).standard_normal(call.x.shape).astype(dtype)
     _compare(call, dtype, dy)
 
@@ -57,21 +52,24 @@ def test_fused_on_arrays_big_enough_for_the_parallel_kernels(dtype, shape, axis)
 
 
 @pytest.mark.parametrize(
-    ("op", "shape", "extra", "kwargs"),
+    ("op", "shape", "options"),
     [
-        ("layer_norm", (256, 300), (), {}),
-        ("layer_norm", (16, 6, 400), (), {"normalized_ndim": 2}),
-        ("group_norm", (8, 12, 24, 24), (3,), {}),
-        ("instance_norm", (8, 6, 40, 40), (), {}),
+        ("layer_norm", (256, 300), {}),
+        ("layer_norm", (16, 6, 400), {"normalized_ndim": 2}),
+        ("group_norm", (8, 12, 24, 24), {"num_groups": 3}),
+        ("instance_norm", (8, 6, 40, 40), {}),
+        ("rms_norm", (256, 300), {}),
+        ("rms_norm", (16, 6, 400), {"normalized_ndim": 2}),
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_per_sample_norms_on_big_arrays(op, shape, extra, kwargs, dtype):
+def test_fused_per_sample_norms_on_big_arrays(op, shape, options, dtype):
     rng = np.random.default_rng(3)
+    spec = ng.get_op(op)
     x = (rng.standard_normal(shape) * 2 + 50).astype(dtype)
-    p = shape[-kwargs.get("normalized_ndim", 1) :] if op == "layer_norm" else (shape[1],)
-    call = Call(op, x, rng.standard_normal(p).astype(dtype), rng.standard_normal(p).astype(dtype),
-                kwargs, extra[0] if extra else None)  # fmt: skip
+    p = spec.param_shape(shape, **options)
+    beta = rng.standard_normal(p).astype(dtype) if spec.has_beta else None
+    call = Call(op, x, rng.standard_normal(p).astype(dtype), beta, options)
     assert x.size >= kernels.AUTO_MIN_SIZE
     _compare(call, dtype, rng.standard_normal(shape).astype(dtype))
 

@@ -6,6 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from _cases import Call, error_scales, norm_calls
+from normgrad.core.table import OPS
 from normgrad.gradcheck import assert_close, check_gradients
 
 
@@ -57,25 +58,10 @@ def test_no_affine_gives_none_gradients(call: Call):
 @given(norm_calls(affine=True), st.sampled_from([np.float32, np.float16]))
 def test_low_precision_matches_float64(call: Call, dtype):
     """float32 and float16 results equal the float64 computation on the same data."""
-    low = Call(
-        call.op,
-        call.x.astype(dtype),
-        call.gamma.astype(dtype),
-        call.beta.astype(dtype),
-        {k: (v.astype(dtype) if isinstance(v, np.ndarray) else v) for k, v in call.kwargs.items()},
-        call.num_groups,
-    )
-    high = Call(
-        call.op,
-        low.x.astype(np.float64),
-        low.gamma.astype(np.float64),
-        low.beta.astype(np.float64),
-        {
-            k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v)
-            for k, v in low.kwargs.items()
-        },
-        call.num_groups,
-    )
+    if call.spec.default_eps is None:  # RMS norm's default eps follows the dtype: pin it
+        call.kwargs["eps"] = float(np.finfo(dtype).eps)
+    low = call.astype(dtype)
+    high = low.astype(np.float64)
     dy = _dy(call).astype(dtype)
     y_lo, c_lo = low.forward()
     y_hi, c_hi = high.forward()
@@ -94,18 +80,22 @@ def test_low_precision_matches_float64(call: Call, dtype):
         assert_close(a, b, rtol=tol * 10, atol=atols[name], name=name)
 
 
-@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm", "instance_norm"])
-def test_staged_steps_are_reported_in_seed_002_order(op):
+@pytest.mark.parametrize("op", OPS)
+def test_staged_steps_are_reported_in_graph_order(op):
+    """The staged backward visits the op's graph nodes from the last down to step 0, the
+    input, adding gradients where two paths meet: at xmu (step 2) and x for the ops that
+    centre, at x alone for RMS norm."""
+    spec = OPS[op]
     x = np.random.default_rng(0).standard_normal((4, 2, 3))
-    call = Call(op, x, np.ones(2) if op != "layer_norm" else np.ones(3), None,
-                {}, 2 if op == "group_norm" else None)  # fmt: skip
+    options = {"num_groups": 2} if spec.option == "num_groups" else {}
+    call = Call(op, x, np.ones(spec.param_shape(x.shape, **options)), None, options)
     y, cache = call.forward()
     dx, dgamma, dbeta, steps = call.staged(np.ones_like(x), cache, return_steps=True)
-    assert [s.number for s in steps] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert [s.number for s in steps] == [n.step for n in reversed(spec.nodes())] + [0]
     assert steps[-1].grads["dx"] is not None
     np.testing.assert_array_equal(steps[-1].grads["dx"].reshape(x.shape), dx)
     meets = [s.number for s in steps if s.meets]
-    assert meets == [2, 0]  # the two places where gradients are added
+    assert meets == ([2, 0] if spec.centered else [0])
 
 
 def test_eval_mode_staged_has_only_the_affine_path():

@@ -1,4 +1,4 @@
-"""Properties that always hold (DESIGN.md §1) and the precision claims (§2)."""
+"""Properties that always hold (docs/design.md §7) and the precision claims (§10)."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import normgrad as ng
 from _cases import Call, norm_calls
+from normgrad.core.table import OPS
 from normgrad.gradcheck import assert_close
 
 
@@ -14,27 +15,39 @@ def _sum_r(a, cache):
     return np.sum(a.reshape(cache.layout.work_shape), axis=cache.layout.reduce_axes)
 
 
-@given(norm_calls(allow_eval=False))
-def test_dx_sums_to_zero_and_is_orthogonal_to_xhat(call: Call):
-    """Biased variance: per group sum(dx) = 0 and sum(dx * xhat) = 0 (the gradient ignores
-    shifts of x and, up to eps, scalings)."""
-    if call.kwargs["bessel"]:
-        call.kwargs["bessel"] = False
+# Every op of the table, each drawn on its own so that none goes unchecked in a run.
+each_op = pytest.mark.parametrize("op", OPS)
+
+
+@each_op
+@given(data=st.data())
+def test_dx_sums_to_zero_and_is_orthogonal_to_xhat(op, data):
+    """Biased variance: per group sum(dx * xhat) = 0 (the gradient ignores scalings of x,
+    up to eps), and for the ops that centre sum(dx) = 0 (it ignores shifts too)."""
+    call: Call = data.draw(norm_calls(ops=(op,), allow_eval=False))
+    call.kwargs["bessel"] = False
     y, cache = call.forward()
     dy = np.random.default_rng(0).standard_normal(call.x.shape)
     dx, _, _ = call.backward(dy, cache)
     xhat = cache.xhat.reshape(call.x.shape)
     scale = float(np.sum(np.abs(dy))) * float(np.max(cache.inv_std)) * 2
-    assert np.max(np.abs(_sum_r(dx, cache))) <= 1e-12 * scale
-    # sum(dx * xhat) = r * eps/(var+eps) * sum(dxhat * xhat) / M: zero up to eps.
+    if call.spec.centered:
+        assert np.max(np.abs(_sum_r(dx, cache))) <= 1e-12 * scale
+    # sum(dx * xhat) = r * eps/(var+eps) * sum(dxhat * xhat) / M: zero up to eps (var is
+    # RMS norm's mean square).
     eps_term = cache.eps / (np.min(cache.var) + cache.eps)
     assert np.max(np.abs(_sum_r(dx * xhat, cache))) <= (1e-12 + eps_term) * scale * 10
 
 
-@given(norm_calls(allow_eval=False, affine=False), st.floats(0.1, 10.0), st.floats(-100, 100))
-def test_invariant_to_positive_scale_and_shift(call: Call, a, c):
-    """BN(a*x + c) = BN(x) for a > 0, up to eps (which does not scale with x)."""
+@each_op
+@given(data=st.data(), a=st.floats(0.1, 10.0), c=st.floats(-100, 100))
+def test_invariant_to_positive_scale_and_shift(op, data, a, c):
+    """norm(a*x + c) = norm(x) for a > 0, up to eps (which does not scale with x); RMS norm,
+    which does not centre, is invariant to the scale only."""
+    call: Call = data.draw(norm_calls(ops=(op,), allow_eval=False, affine=False))
     assume(call.count >= 2)  # with one value per group the output is 0 whatever x is
+    if not call.spec.centered:
+        c = 0.0
     eps = 1e-12
     x2 = a * call.x + c
     y, cache = call.forward(eps=eps)
@@ -46,19 +59,26 @@ def test_invariant_to_positive_scale_and_shift(call: Call, a, c):
     assert_close(y2, y, rtol=eps / min_var + 1e-14 * cond + 1e-13)
 
 
-@given(norm_calls(allow_eval=False, affine=False))
-def test_output_has_zero_mean_and_variance_var_over_var_plus_eps(call: Call):
+@each_op
+@given(data=st.data())
+def test_output_has_zero_mean_and_variance_var_over_var_plus_eps(op, data):
+    """With gamma = 1 and no shift, each group of the output has mean 0 and variance
+    var / (var + eps); RMS norm's has mean square ms / (ms + eps)."""
+    call: Call = data.draw(norm_calls(ops=(op,), allow_eval=False, affine=False))
     call.kwargs["bessel"] = False
     y, cache = call.forward()
     yw = y.reshape(cache.layout.work_shape)
     axes = cache.layout.reduce_axes
-    mean = yw.mean(axis=axes, keepdims=True)
-    var = yw.var(axis=axes, keepdims=True)
-    assert np.max(np.abs(mean)) <= 1e-12 * max(
-        1.0, float(np.max(np.abs(call.x))) * np.max(cache.inv_std)
-    )
+    if call.spec.centered:
+        mean = yw.mean(axis=axes, keepdims=True)
+        assert np.max(np.abs(mean)) <= 1e-12 * max(
+            1.0, float(np.max(np.abs(call.x))) * np.max(cache.inv_std)
+        )
+        second = yw.var(axis=axes, keepdims=True)
+    else:
+        second = np.mean(yw**2, axis=axes, keepdims=True)
     expected = cache.var / (cache.var + cache.eps)
-    assert np.max(np.abs(var - expected)) <= 1e-10
+    assert np.max(np.abs(second - expected)) <= 1e-10
 
 
 def test_bessel_output_has_unbiased_variance_one():
@@ -72,7 +92,7 @@ def test_bessel_output_has_unbiased_variance_one():
 )
 def test_large_mean_keeps_unit_std(dtype, mean, n):
     """The variance survives a mean that dwarfs the spread (PyTorch's float32 CPU kernel
-    gives std 0.249 on the float32 case, DESIGN.md §2)."""
+    gives std 0.249 on the float32 case, docs/design.md §10)."""
     x = (mean + np.random.default_rng(0).standard_normal((n, 2))).astype(dtype)
     for channel_axis, xin in ((1, x), (-1, x[:, None, :])):
         y, _ = ng.batch_norm_forward(xin, None, None, channel_axis=channel_axis)
@@ -143,8 +163,10 @@ def test_channels_last_equals_channels_first():
     assert_close(g2[1], g1[1], rtol=1e-13)
 
 
-@given(norm_calls())
-def test_inputs_are_never_modified(call: Call):
+@each_op
+@given(data=st.data())
+def test_inputs_are_never_modified(op, data):
+    call: Call = data.draw(norm_calls(ops=(op,)))
     before = {k: None if v is None else v.copy() for k, v in
               {"x": call.x, "gamma": call.gamma, "beta": call.beta}.items()}  # fmt: skip
     running = {k: v.copy() for k, v in call.kwargs.items() if isinstance(v, np.ndarray)}

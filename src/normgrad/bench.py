@@ -1,9 +1,11 @@
-"""``normgrad bench``: batch norm's speed, side by side, against PyTorch and the memory floor.
+"""``normgrad bench``: the ops' speed, side by side, against PyTorch and the memory floor.
 
+Every op is run through the table (:mod:`normgrad.core.table`): the staged backward, the
+NumPy closed form, the fused Numba kernels and the op's ``torch.nn.functional`` function.
 Everything is measured in one process and one run, interleaved (each repetition runs every
 method once, in turn), and reported as medians. The memory-traffic floor of a training step
-is ``8 * x.nbytes / B`` (DESIGN.md §3: 3 array transfers forward, 5 backward), and of an
-eval forward ``2 * x.nbytes / B``, where B is the streaming bandwidth of a STREAM-style
+is ``8 * x.nbytes / B`` (docs/design.md §11: 3 array transfers forward, 5 backward), and of
+an eval forward ``2 * x.nbytes / B``, where B is the streaming bandwidth of a STREAM-style
 triad measured in the same run with all cores. Timings never appear in tests.
 """
 
@@ -22,8 +24,10 @@ import numpy as np
 
 import normgrad as ng
 from normgrad import backends as kernels
+from normgrad.core.table import OpSpec, get_op
 from normgrad.progress import progress_factory
 
+#: Batch norm's shapes (label, shape, channel_axis), timed in train and eval mode.
 FULL_SHAPES = [
     ("(256, 1024)", (256, 1024), 1),
     ("(4096, 1024)", (4096, 1024), 1),
@@ -32,6 +36,12 @@ FULL_SHAPES = [
     ("NHWC (32, 56, 56, 64)", (32, 56, 56, 64), -1),
 ]
 QUICK_SHAPES = FULL_SHAPES[:2]
+#: The other ops (op, label, shape, axis option), one float32 training step each.
+OTHER_OPS = [
+    ("layer_norm", "(4096, 1024)", (4096, 1024), {}),
+    ("group_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), {"num_groups": 4}),
+    ("rms_norm", "(4096, 1024)", (4096, 1024), {}),
+]
 
 
 @dataclass
@@ -112,81 +122,58 @@ def triad_bandwidth(n: int = 1 << 24, reps: int = 7) -> tuple[float, str]:
     return 24 * n / min(times), how
 
 
-def _methods(op: str, x, gamma, beta, dy, axis: int, mode: str) -> dict[str, Callable]:
+def _methods(spec: OpSpec, x, gamma, beta, dy, options: dict, mode: str) -> dict[str, Callable]:
     """The contenders for one row, each a function running one forward (+ backward)."""
-    rm, rv = np.zeros(gamma.shape, x.dtype), np.ones(gamma.shape, x.dtype)
+    if mode == "eval":  # with running statistics
+        rm, rv = np.zeros(gamma.shape, x.dtype), np.ones(gamma.shape, x.dtype)
+        options = options | {"training": False, "running_mean": rm, "running_var": rv}
+
+    def ours(backend: str, staged: bool = False) -> Callable:
+        backward = spec.backward_staged if staged else spec.backward
+
+        def step():
+            y, cache = spec.forward(x, gamma, beta, backend=backend, **options)
+            return y if mode == "eval" else backward(dy, cache)
+
+        return step
+
     out: dict[str, Callable] = {}
-    if op == "batch_norm":
-
-        def run(backend, staged=False):
-            def f():
-                kw = {"channel_axis": axis, "backend": backend}
-                if mode == "eval":
-                    kw |= {"training": False, "running_mean": rm, "running_var": rv}
-                    return ng.batch_norm_forward(x, gamma, beta, **kw)
-                _, cache = ng.batch_norm_forward(x, gamma, beta, **kw)
-                back = ng.batch_norm_backward_staged if staged else ng.batch_norm_backward
-                return back(dy, cache)
-
-            return f
-
-        if mode == "train":
-            out["staged (seed 002)"] = run("numpy", staged=True)
-        out["numpy closed form"] = run("numpy")
-        if kernels.numba_available():
-            out["fused (numba)"] = run("numba")
-    else:
-        fwd = getattr(ng, f"{op}_forward")
-        bwd = getattr(ng, f"{op}_backward")
-        extra = (4,) if op == "group_norm" else ()
-
-        def run_other(backend):
-            def f():
-                _, cache = fwd(x, gamma, beta, *extra, backend=backend)
-                return bwd(dy, cache)
-
-            return f
-
-        out["numpy closed form"] = run_other("numpy")
-        if kernels.numba_available():
-            out["fused (numba)"] = run_other("numba")
+    if mode == "train":
+        out["staged"] = ours("numpy", staged=True)
+    out["numpy closed form"] = ours("numpy")
+    if kernels.numba_available():
+        out["fused (numba)"] = ours("numba")
     torch = _torch()
     if torch is not None:
-        out["pytorch"] = _torch_method(torch, op, x, gamma, beta, dy, axis, mode)
+        out["pytorch"] = _torch_method(torch, spec, x, gamma, beta, dy, options, mode)
     return out
 
 
-def _torch_method(torch, op, x, gamma, beta, dy, axis, mode):
-    F = torch.nn.functional
-    if op == "batch_norm" and axis != 1:  # channels-last: PyTorch's own layout for it
-        xt = torch.from_numpy(np.moveaxis(x, -1, 1).copy()).contiguous(
-            memory_format=torch.channels_last
-        )
-        dyt = torch.from_numpy(np.moveaxis(dy, -1, 1).copy()).contiguous(
-            memory_format=torch.channels_last
-        )
-    else:
-        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
-    xt.requires_grad_(mode == "train")
-    g = torch.from_numpy(gamma).requires_grad_(mode == "train")
-    b = torch.from_numpy(beta).requires_grad_(mode == "train")
-    rm, rv = torch.zeros(gamma.shape, dtype=g.dtype), torch.ones(gamma.shape, dtype=g.dtype)
+def _torch_method(torch, spec: OpSpec, x, gamma, beta, dy, options: dict, mode: str):
+    """PyTorch's function for the op on the same arrays (shared memory, no copies: a
+    channels-last x reaches PyTorch's channels-last kernel as such)."""
+    from normgrad.reference.pytorch import functional
 
-    def f():
-        if mode == "eval":
+    train = mode == "train"
+
+    def tensor(a):
+        return None if a is None else torch.from_numpy(a).requires_grad_(train)
+
+    xt, g, b, dyt = tensor(x), tensor(gamma), tensor(beta), torch.from_numpy(dy)
+    kw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+
+    def step():
+        if not train:
             with torch.no_grad():
-                return F.batch_norm(xt, rm, rv, g, b, training=False)
-        if op == "batch_norm":
-            y = F.batch_norm(xt, None, None, g, b, training=True)
-        elif op == "layer_norm":
-            y = F.layer_norm(xt, gamma.shape, g, b)
-        else:
-            y = F.group_norm(xt, 4, g, b)
-        xt.grad = g.grad = b.grad = None
+                return functional(spec, xt, g, b, **kw)
+        y = functional(spec, xt, g, b, **kw)
+        xt.grad = g.grad = None
+        if b is not None:
+            b.grad = None
         y.backward(dyt)
         return xt.grad
 
-    return f
+    return step
 
 
 def _peak_extra(f: Callable, nbytes: int) -> float:
@@ -199,15 +186,17 @@ def _peak_extra(f: Callable, nbytes: int) -> float:
     return peak / nbytes
 
 
-def measure_row(op, label, shape, axis, dtype, mode, bandwidth, reps) -> Row:
+def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps) -> Row:
+    spec = get_op(op)
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    c = shape[-1] if op == "layer_norm" else shape[axis]
-    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
-    methods = _methods(op, x, gamma, beta, dy, axis, mode)
+    p = spec.param_shape(shape, **options)
+    gamma = rng.standard_normal(p).astype(dtype)
+    beta = rng.standard_normal(p).astype(dtype) if spec.has_beta else None
+    methods = _methods(spec, x, gamma, beta, dy, options, mode)
     transfers = 8 if mode == "train" else 2
-    row = Row(op, label, np.dtype(dtype).name, mode, 1e3 * transfers * x.nbytes / bandwidth)
+    row = Row(spec.name, label, np.dtype(dtype).name, mode, 1e3 * transfers * x.nbytes / bandwidth)
     for name, f in methods.items():  # warm-up, timed: it holds Numba's compile or cache load
         t = time.perf_counter()
         f()
@@ -281,12 +270,9 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
     bandwidth, how = triad_bandwidth()
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     dtypes = (np.float32,) if quick else (np.float32, np.float64)
-    jobs = [("batch_norm", lbl, s, a, dt, mode) for lbl, s, a in shapes for dt in dtypes
-            for mode in ("train", "eval")]  # fmt: skip
-    jobs += [
-        ("layer_norm", "(4096, 1024)", (4096, 1024), 1, np.float32, "train"),
-        ("group_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), 1, np.float32, "train"),
-    ]
+    jobs = [("batch_norm", lbl, s, {"channel_axis": a}, dt, mode) for lbl, s, a in shapes
+            for dt in dtypes for mode in ("train", "eval")]  # fmt: skip
+    jobs += [(op, lbl, s, opts, np.float32, "train") for op, lbl, s, opts in OTHER_OPS]
     try:  # a benchmark runs without a bar rather than not at all
         make_bar = progress_factory(progress)
     except ImportError:
@@ -311,8 +297,31 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
     }
 
 
-NAMES = ("staged (seed 002)", "numpy closed form", "fused (numba)", "pytorch")
-SHORT = ("staged", "numpy", "fused", "torch")
+#: The methods, by the name ``times_ms`` keys them with, and their column titles.
+METHODS = {"staged": "staged", "numpy closed form": "numpy", "fused (numba)": "fused",
+           "pytorch": "torch"}  # fmt: skip
+#: The ratio columns, (numerator, denominator) by column title.
+RATIOS = (("numpy", "torch"), ("fused", "torch"), ("fused", "floor"), ("torch", "floor"))
+KEY = ("op", "shape", "dtype", "mode")
+
+
+def _table(titles, rows, left: int = len(KEY)) -> list[str]:
+    """A plain-text table: the first ``left`` columns aligned left, the rest right, each as
+    wide as its widest cell or title, two spaces apart; a rule under the titles."""
+    widths = [max(map(len, column)) for column in zip(titles, *rows, strict=True)]
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    head = line(titles)
+    return [head, "-" * len(head), *map(line, rows)]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def format_report(result: dict) -> str:
@@ -327,38 +336,16 @@ def format_report(result: dict) -> str:
         "",
         "time in ms (floor = memory-traffic floor: 8 transfers of x for train, 2 for eval)",
     ]
-    head = f"{'op':<11}{'shape':<23}{'dtype':<8}{'mode':<6}{'floor':>7}"
-    head += "".join(f"{n:>9}" for n in SHORT)
-    lines += [head, "-" * len(head)]
-
-    def key(r):
-        return f"{r['op']:<11}{r['shape']:<23}{r['dtype']:<8}{r['mode']:<6}"
-
+    times, ratios = [], []
     for r in result["rows"]:
-        cells = "".join(
-            f"{r['times_ms'][n]:9.2f}" if n in r["times_ms"] else f"{'-':>9}" for n in NAMES
-        )
-        lines.append(f"{key(r)}{r['floor_ms']:7.2f}{cells}")
+        key = [r[k] for k in KEY]
+        t = {METHODS[k]: v for k, v in r["times_ms"].items()} | {"floor": r["floor_ms"]}
+        times.append(key + [_number(t.get(c)) for c in ("floor", *METHODS.values())])
+        ratios.append(key + [_number(t[a] / t[b] if t.get(a) and t.get(b) else None)
+                             for a, b in RATIOS])  # fmt: skip
+    lines += _table((*KEY, "floor", *METHODS.values()), times)
     lines += ["", "ratios: time / PyTorch's time, and time / floor"]
-    head = f"{'op':<11}{'shape':<23}{'dtype':<8}{'mode':<6}"
-    head += "".join(
-        f"{h:>11}" for h in ("numpy/torch", "fused/torch", "fused/floor", "torch/floor")
-    )
-    lines += [head, "-" * len(head)]
-    for r in result["rows"]:
-        t = r["times_ms"]
-        torch_ms, floor = t.get("pytorch"), r["floor_ms"]
-
-        def ratio(a, b):
-            return f"{a / b:11.2f}" if a is not None and b else f"{'-':>11}"
-
-        lines.append(
-            key(r)
-            + ratio(t.get("numpy closed form"), torch_ms)
-            + ratio(t.get("fused (numba)"), torch_ms)
-            + ratio(t.get("fused (numba)"), floor)
-            + ratio(torch_ms, floor)
-        )
+    lines += _table((*KEY, *(f"{a}/{b}" for a, b in RATIOS)), ratios)
     lines += ["", "peak extra memory, multiples of x.nbytes (tracemalloc; PyTorch is not traced):"]
     for r in result["rows"]:
         if r["mode"] == "train" and r["dtype"] == "float32":

@@ -1,27 +1,28 @@
 """``normgrad verify``: every op and layout, each derivation held against the others.
 
-For each case (op, layout, shape, variance convention, train/eval) it runs the forward
-pass, then compares
+For each case (op, layout, shape, variance convention, train/eval), over every op of the
+table (:mod:`normgrad.core.table`), it runs the forward pass, then compares
 
-- ``staged``: seed 002's staged backward against the closed form,
+- ``staged``: the staged backward (docs/design.md §3) against the closed form (§4, §6),
 - ``numeric``: the closed form against central differences (:mod:`normgrad.gradcheck`),
 - ``torch y`` / ``torch grad``: the forward output and the gradients against PyTorch's
-  autograd, when torch is installed,
+  autograd (:mod:`normgrad.reference.pytorch`), when torch is installed,
 
-as normwise relative errors (``max|a - b| / max|b|``), float64. Then the three source
-write-ups against the library, and the precision claims (large means, float16). Every
-number printed is computed in this run; a row fails when an error exceeds its tolerance.
+as normwise relative errors (``max|a - b| / max|b|``), float64. Then the three published
+derivations (:mod:`normgrad.reference.writeups`) against the library, and the precision
+claims (large means, float16; §10). Every number printed is computed in this run; a row
+fails when an error exceeds its tolerance.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import normgrad as ng
+from normgrad.core.table import OpSpec, get_op
 from normgrad.gradcheck import check_gradients, max_rel_error
 from normgrad.reference import writeups
 from normgrad.reference.pytorch import reference, torch_available
@@ -39,20 +40,18 @@ class Case:
     op: str
     layout: str
     shape: tuple[int, ...]
-    variance: str = "biased"  # or "bessel"
-    mode: str = "train"  # or "eval" (batch norm only)
+    variance: str = "biased"  # or "bessel" (ops that allow it)
+    mode: str = "train"  # or "eval" (ops with running statistics)
     affine: bool = True
-    kwargs: dict = field(default_factory=dict)  # channel_axis / normalized_ndim / num_groups
+    options: dict = field(default_factory=dict)  # channel_axis / normalized_ndim / num_groups
 
-    def param_shape(self) -> tuple[int, ...]:
-        if self.op == "layer_norm":
-            k = self.kwargs.get("normalized_ndim", 1)
-            return self.shape[len(self.shape) - k :]
-        return (self.shape[self.kwargs.get("channel_axis", 1)],)
+    @property
+    def spec(self) -> OpSpec:
+        return get_op(self.op)
 
 
-def _cases() -> list[Case]:
-    bn, ln, gn, inorm = "batch_norm", "layer_norm", "group_norm", "instance_norm"
+def cases() -> list[Case]:
+    bn, ln, gn, inorm, rms = "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"
     last = {"channel_axis": -1}
     return [
         Case(bn, "(N, D)", (8, 5)),
@@ -63,19 +62,23 @@ def _cases() -> list[Case]:
         Case(bn, "(N, C, H, W)", (2, 3, 4, 4)),
         Case(bn, "(N, C, H, W)", (2, 3, 4, 4), mode="eval"),
         Case(bn, "(N, C, D, H, W)", (2, 2, 3, 2, 2)),
-        Case(bn, "(N, L, C)", (4, 5, 3), kwargs=last),
-        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), kwargs=last),
-        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), variance="bessel", kwargs=last),
+        Case(bn, "(N, L, C)", (4, 5, 3), options=last),
+        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), options=last),
+        Case(bn, "(N, H, W, C)", (2, 4, 4, 3), variance="bessel", options=last),
         Case(ln, "(N, D)", (5, 6)),
         Case(ln, "(N, D)", (5, 6), variance="bessel"),
-        Case(ln, "(N, C, H, W) / 3", (2, 3, 2, 2), kwargs={"normalized_ndim": 3}),
-        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), kwargs={"num_groups": 3}),
-        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), variance="bessel", kwargs={"num_groups": 3}),
-        Case(gn, "(N, C, H, W) G=1", (2, 4, 2, 3), kwargs={"num_groups": 1}),
-        Case(gn, "(N, C, L) G=C", (3, 4, 5), kwargs={"num_groups": 4}),
+        Case(ln, "(N, C, H, W) / 3", (2, 3, 2, 2), options={"normalized_ndim": 3}),
+        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), options={"num_groups": 3}),
+        Case(gn, "(N, C, H, W) G=3", (2, 6, 3, 3), variance="bessel", options={"num_groups": 3}),
+        Case(gn, "(N, C, H, W) G=1", (2, 4, 2, 3), options={"num_groups": 1}),
+        Case(gn, "(N, C, L) G=C", (3, 4, 5), options={"num_groups": 4}),
         Case(inorm, "(N, C, L)", (3, 2, 5)),
         Case(inorm, "(N, C, H, W)", (2, 3, 4, 4)),
         Case(inorm, "(N, C, H, W)", (2, 3, 4, 4), variance="bessel"),
+        Case(rms, "(N, D)", (5, 6)),
+        Case(rms, "(N, D) no affine", (5, 6), affine=False),
+        Case(rms, "(N, L, D)", (3, 4, 6)),
+        Case(rms, "(N, C, H, W) / 3", (2, 3, 2, 2), options={"normalized_ndim": 3}),
     ]
 
 
@@ -98,64 +101,53 @@ class Row:
         return all(self.ok(err, tol) for err, tol in self.errors.values())
 
 
-def _forward_fn(case: Case) -> tuple[Callable, Callable, Callable]:
-    fwd = getattr(ng, f"{case.op}_forward")
-    return fwd, getattr(ng, f"{case.op}_backward"), getattr(ng, f"{case.op}_backward_staged")
+def _worst(ours, theirs) -> float:
+    """The largest error over the gradients both sides have (None: no such parameter)."""
+    return max(max_rel_error(a, b) for a, b in zip(ours, theirs, strict=True) if a is not None)
 
 
 def run_case(case: Case, rng: np.random.Generator, use_torch: bool) -> Row:
+    spec = case.spec
     x = rng.standard_normal(case.shape) * 1.5 + 0.5
-    p = case.param_shape()
+    p = spec.param_shape(case.shape, **case.options)
     gamma = rng.standard_normal(p) + 1.0 if case.affine else None
-    beta = rng.standard_normal(p) if case.affine else None
+    beta = rng.standard_normal(p) if case.affine and spec.has_beta else None
     dy = rng.standard_normal(case.shape)
-    kw = {k: v for k, v in case.kwargs.items() if k != "num_groups"}
-    extra = (case.kwargs["num_groups"],) if "num_groups" in case.kwargs else ()
-    kw["bessel"] = case.variance == "bessel"
+    kw = dict(case.options, bessel=case.variance == "bessel")
     if case.mode == "eval":
         kw |= {"training": False, "running_mean": rng.standard_normal(p)}
         kw["running_var"] = rng.uniform(0.5, 2.0, p)
-    fwd, bwd, staged = _forward_fn(case)
 
     def f(x, gamma, beta):
-        return fwd(x, gamma, beta, *extra, **kw)[0]
+        return spec.forward(x, gamma, beta, **kw)[0]
 
-    y, cache = fwd(x, gamma, beta, *extra, **kw)
-    grads = bwd(dy, cache)
-    names = ("x", "gamma", "beta")
-    err = {
-        "staged": max(
-            max_rel_error(a, b)
-            for a, b in zip(staged(dy, cache), grads, strict=True)
-            if a is not None
-        )
-    }
+    y, cache = spec.forward(x, gamma, beta, **kw)
+    grads = spec.backward(dy, cache)
+    errors = {"staged": (_worst(spec.backward_staged(dy, cache), grads), TOL_STAGED)}
     results = check_gradients(
         f,
         {"x": x, "gamma": gamma, "beta": beta},
         dy,
-        dict(zip(names, grads, strict=True)),
+        dict(zip(("x", "gamma", "beta"), grads, strict=True)),
         rtol=TOL_NUMERIC,
         raise_on_failure=False,
     )
-    err["numeric"] = max(r.max_rel_error for r in results)
-    errors = {"staged": (err["staged"], TOL_STAGED), "numeric": (err["numeric"], TOL_NUMERIC)}
+    errors["numeric"] = (max(r.max_rel_error for r in results), TOL_NUMERIC)
     if use_torch:
-        ref_kw = dict(case.kwargs)
-        if case.mode == "eval":
-            ref_kw |= {"training": False, "running_mean": kw["running_mean"].copy()}
-            ref_kw["running_var"] = kw["running_var"].copy()
-        ty, *tgrads = reference(case.op, x, gamma, beta, dy, bessel=kw["bessel"], **ref_kw)
+        # PyTorch updates running statistics in place: it gets copies.
+        ref_kw = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        ty, *tgrads = reference(spec, x, gamma, beta, dy, **ref_kw)
         errors["torch y"] = (max_rel_error(y, ty), TOL_TORCH)
-        gerr = [max_rel_error(a, b) for a, b in zip(grads, tgrads, strict=True) if a is not None]
-        errors["torch grad"] = (max(gerr), TOL_TORCH)
-    mode = case.mode if case.op == "batch_norm" else "-"
-    label = f"{case.op:<13} {case.layout:<18} {case.variance:<6} {mode:<5}"
+        errors["torch grad"] = (_worst(grads, tgrads), TOL_TORCH)
+    variance = case.variance if spec.bessel_allowed else "-"
+    mode = case.mode if spec.running_stats else "-"
+    label = f"{case.op:<13} {case.layout:<18} {variance:<6} {mode:<5}"
     return Row("ops", label, errors)
 
 
-def seed_rows(rng: np.random.Generator) -> list[Row]:
-    """The three write-ups against the library, on seed 000's own example size (7, 5)."""
+def writeup_rows(rng: np.random.Generator) -> list[Row]:
+    """The three published derivations (docs/sources.md) against the library, on the
+    Bessel-corrected formula's own example size (7, 5)."""
     x = rng.standard_normal((7, 5)) * 2 + 1
     gamma, beta = rng.standard_normal(5) + 1, rng.standard_normal(5)
     dy = rng.standard_normal((7, 5))
@@ -164,34 +156,31 @@ def seed_rows(rng: np.random.Generator) -> list[Row]:
     ours = ng.batch_norm_backward(dy, cache)
     _, cache_b = ng.batch_norm_forward(x, gamma, beta, eps=eps, bessel=True)
     ours_bessel = ng.batch_norm_backward(dy, cache_b)
-    _, seed_cache = writeups.graph_walk_forward(x, gamma, beta, eps)
+    _, walk_cache = writeups.graph_walk_forward(x, gamma, beta, eps)
 
-    def worst(a, b):
-        return max(max_rel_error(p, q) for p, q in zip(a, b, strict=True))
+    staged = _worst(writeups.graph_walk_backward(dy, walk_cache), ours)
+    closed = _worst(writeups.closed_form_backward(dy, walk_cache), ours)
 
-    s002 = worst(writeups.graph_walk_backward(dy, seed_cache), ours)
-    s001 = worst(writeups.closed_form_backward(dy, seed_cache), ours)
-    s000_bessel = max_rel_error(
-        writeups.bessel_formula_backward(dy, x, gamma, eps, variance="bessel")[0], ours_bessel[0]
-    )
-    s000_biased = max_rel_error(
-        writeups.bessel_formula_backward(dy, x, gamma, eps, variance="biased")[0], ours[0]
-    )
+    def bessel_formula_error(variance: str, expected) -> float:
+        dx = writeups.bessel_formula_backward(dy, x, gamma, eps, variance=variance)[0]
+        return max_rel_error(dx, expected[0])
+
+    section = "write-ups"
     return [
-        Row("seeds", "seed 002: staged backward, verbatim", {"vs normgrad": (s002, TOL_STAGED)}),
-        Row("seeds", "seed 001: closed form", {"vs normgrad": (s001, TOL_STAGED)}),
+        Row(section, "staged backward (Kratzert), verbatim", {"vs normgrad": (staged, TOL_STAGED)}),
+        Row(section, "closed form (Thorey)", {"vs normgrad": (closed, TOL_STAGED)}),
         Row(
-            "seeds",
-            "seed 000 final formula, Bessel variance",
-            {"vs bessel=True": (s000_bessel, TOL_STAGED)},
+            section,
+            "Bessel-corrected formula with the Bessel-corrected variance",
+            {"vs bessel=True": (bessel_formula_error("bessel", ours_bessel), TOL_STAGED)},
             "matches: the n/(n-1) factor belongs to the Bessel-corrected variance",
         ),
-        # A negative control: seed 000's formula must NOT match the biased gradient.
+        # A negative control: the formula must NOT match the biased gradient.
         Row(
-            "seeds",
-            "seed 000 final formula, biased variance",
-            {"vs bessel=False": (s000_biased, 1e-3)},
-            "differs (as it must: seed 000's forward is biased but its formula is not)",
+            section,
+            "Bessel-corrected formula with the biased variance",
+            {"vs bessel=False": (bessel_formula_error("biased", ours), 1e-3)},
+            "differs (as it must: the write-up's forward is biased but its formula is not)",
             expect_mismatch=True,
         ),
     ]
@@ -242,9 +231,9 @@ def run_verify(seed: int = 0, use_torch: bool | None = None, on_row=None) -> lis
         if on_row:
             on_row(row)
 
-    for case in _cases():
+    for case in cases():
         add(run_case(case, rng, use_torch))
-    for row in seed_rows(rng):
+    for row in writeup_rows(rng):
         add(row)
     for row in precision_rows(rng, use_torch):
         add(row)
@@ -252,6 +241,11 @@ def run_verify(seed: int = 0, use_torch: bool | None = None, on_row=None) -> lis
 
 
 OPS_COLUMNS = ("staged", "numeric", "torch y", "torch grad")
+#: Width of an ops error column, before the one character that holds its '!' marker: room
+#: for the longest title and a space, so titles (which have spaces) stay two apart.
+CELL = max(map(len, OPS_COLUMNS)) + 1
+#: Width of the label of a row in the other sections.
+LABEL = 60
 
 
 def section_header(section: str) -> str:
@@ -259,7 +253,7 @@ def section_header(section: str) -> str:
     if section != "ops":
         return f"[{section}]"
     label = f"{'op':<13} {'layout':<18} {'var':<6} {'mode':<5}"
-    return f"[ops]\n     {label} " + " ".join(f"{c:>10}" for c in OPS_COLUMNS)
+    return f"[ops]\n     {label}" + "".join(f"{c:>{CELL}} " for c in OPS_COLUMNS).rstrip()
 
 
 def format_row(row: Row) -> str:
@@ -270,16 +264,16 @@ def format_row(row: Row) -> str:
         for name in OPS_COLUMNS:
             if name in row.errors:
                 err, tol = row.errors[name]
-                cells.append(f"{err:9.1e}{' ' if row.ok(err, tol) else '!'}")
+                cells.append(f"{err:{CELL}.1e}{' ' if row.ok(err, tol) else '!'}")
             else:
-                cells.append(f"{'-':>9} ")
-        line = f"{status} {row.label} " + " ".join(cells)
+                cells.append(f"{'-':>{CELL}} ")
+        line = f"{status} {row.label}" + "".join(cells).rstrip()
     else:
         cells = [
             f"{name} {err:.1e}{'' if row.ok(err, tol) else '!'}"
             for name, (err, tol) in row.errors.items()
         ]
-        line = f"{status} {row.label:<52} " + "  ".join(cells)
+        line = f"{status} {row.label:<{LABEL}} " + "  ".join(cells)
     if row.note:
         line += f"\n       {row.note}"
     return line
@@ -288,7 +282,7 @@ def format_row(row: Row) -> str:
 def header(use_torch: bool) -> str:
     import platform
 
-    torch_part = "normgrad vs PyTorch" if use_torch else "PyTorch not installed: skipped"
+    torch_part = "normgrad vs PyTorch" if use_torch else "PyTorch skipped (not installed or off)"
     lines = [
         f"normgrad {ng.__version__} verify  -  numpy {np.__version__}, python "
         f"{platform.python_version()}",

@@ -1,10 +1,13 @@
 """PyTorch's answers to the same calls, for cross-checking (needs ``torch``; optional).
 
-:func:`reference` runs one normalization forward and backward with PyTorch's autograd and
-returns NumPy arrays, mirroring normgrad's functional signatures. Batch norm in any layout
-is computed by moving the channel axis to position 1 for ``torch.nn.functional.batch_norm``;
-the Bessel-corrected variants, which PyTorch has no kernel for, are composed from torch ops
-and differentiated by autograd.
+:func:`reference` runs any op of the table (:mod:`normgrad.core.table`) forward and
+backward with PyTorch's autograd and returns NumPy arrays; it takes the same keywords as
+the op's forward. Each op is computed by its ``torch.nn.functional`` function (the table's
+``torch_name``), called by :func:`functional`, the one place that knows how those functions
+take their axes. Batch norm in any layout is computed by moving the channel axis to
+position 1, where PyTorch wants it. The Bessel-corrected variants, which PyTorch has no
+kernel for, are composed from torch ops over the op's reduced axes and differentiated by
+autograd.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+
+from normgrad.core.layout import NormLayout
+from normgrad.core.table import OpSpec, get_op
 
 
 def torch_available() -> bool:
@@ -29,92 +35,105 @@ def _torch():
     return torch
 
 
-def _bessel_norm(torch, x, dims, eps):
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=True)
-    return (x - mean) / torch.sqrt(var + eps)
+def functional(
+    op: OpSpec | str,
+    x,
+    weight,
+    bias=None,
+    *,
+    eps: float | None = None,
+    training: bool = True,
+    running_mean=None,
+    running_var=None,
+    momentum: float = 0.1,
+    **option,
+):
+    """``torch.nn.functional``'s version of ``op`` on tensors, in normgrad's layout.
+
+    ``option`` is the op's axis keyword, as for normgrad (``channel_axis``,
+    ``normalized_ndim``, ``num_groups``); ``eps`` defaults to the op's default (for RMS norm,
+    PyTorch's own: the machine epsilon of x's dtype, as normgrad's). Batch norm's channel axis
+    is moved to position 1 and the output moved back (both are views, so a channels-last
+    input stays channels-last in memory for PyTorch's kernel).
+    """
+    spec = get_op(op)
+    fn = getattr(_torch().nn.functional, spec.torch_name)
+    eps = spec.default_eps if eps is None else eps
+    value = option.get(spec.option, spec.option_default) if spec.option else None
+    if spec.option == "channel_axis":
+        axis = value % x.ndim
+        y = fn(x.movedim(axis, 1), running_mean, running_var, weight, bias,
+               training=training, momentum=momentum, eps=eps)  # fmt: skip
+        return y.movedim(1, axis)
+    if spec.option == "num_groups":
+        return fn(x, value, weight, bias, eps=eps)
+    if spec.option == "normalized_ndim":
+        shift = (bias,) if spec.has_beta else ()
+        return fn(x, tuple(x.shape[x.ndim - value :]), weight, *shift, eps=eps)
+    return fn(x, weight=weight, bias=bias, eps=eps)
+
+
+def _bessel(torch, x, weight, bias, layout: NormLayout, eps: float):
+    """The Bessel-corrected normalization over the layout's reduced axes, from torch ops."""
+    xw = x.reshape(layout.work_shape)
+    dims = list(layout.reduce_axes)
+    mean = xw.mean(dim=dims, keepdim=True)
+    var = xw.var(dim=dims, keepdim=True, unbiased=True)
+    y = (xw - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight.reshape(layout.param_bcast)
+    if bias is not None:
+        y = y + bias.reshape(layout.param_bcast)
+    return y.reshape(layout.x_shape)
 
 
 def reference(
-    op: str,
+    op: OpSpec | str,
     x: np.ndarray,
     gamma: np.ndarray | None,
     beta: np.ndarray | None,
     dy: np.ndarray,
     *,
-    eps: float = 1e-5,
+    eps: float | None = None,
     bessel: bool = False,
     training: bool = True,
     running_mean: np.ndarray | None = None,
     running_var: np.ndarray | None = None,
     momentum: float = 0.1,
-    channel_axis: int = 1,
-    normalized_ndim: int = 1,
-    num_groups: int = 1,
+    **option,
 ):
     """Forward and backward by PyTorch; returns ``(y, dx, dgamma, dbeta)`` as NumPy arrays.
 
+    ``option`` is the op's axis keyword; ``eps`` defaults to the op's default. dgamma and
+    dbeta are None where gamma and beta are (dbeta always, for an op without a shift).
     ``running_mean``/``running_var`` are updated in place by PyTorch's own rule, so a test
     can compare them with normgrad's after several steps.
     """
     torch = _torch()
-    F = torch.nn.functional
-    ndim = x.ndim
-    if op == "batch_norm":
-        axis = channel_axis % ndim
-        x = np.moveaxis(x, axis, 1)
-        dy = np.moveaxis(dy, axis, 1)
+    spec = get_op(op)
+    if bessel and not spec.bessel_allowed:
+        raise ValueError(f"{spec.name} has no Bessel-corrected variant: pass bessel=False")
+    if beta is not None and not spec.has_beta:
+        raise ValueError(f"{spec.name} has no shift parameter: pass beta=None")
+    eps = spec.default_eps if eps is None else eps  # None: PyTorch's default, as normgrad's
     xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
     gt = None if gamma is None else torch.tensor(gamma, requires_grad=True)
     bt = None if beta is None else torch.tensor(beta, requires_grad=True)
-    c = x.shape[1] if ndim > 1 else None
-
-    def affine(xhat, shape):
-        y = xhat
-        if gt is not None:
-            y = y * gt.reshape(shape)
-        if bt is not None:
-            y = y + bt.reshape(shape)
-        return y
-
-    chan = (1, c) + (1,) * (ndim - 2) if c is not None else None
-    if op == "batch_norm":
+    if bessel and training:
+        yt = _bessel(torch, xt, gt, bt, spec.layout(x.shape, **option), eps)
+    else:
         rm = None if running_mean is None else torch.from_numpy(running_mean)
         rv = None if running_var is None else torch.from_numpy(running_var)
-        if bessel and training:
-            dims = [d for d in range(ndim) if d != 1]
-            yt = affine(_bessel_norm(torch, xt, dims, eps), chan)
-        else:
-            yt = F.batch_norm(xt, rm, rv, gt, bt, training=training, momentum=momentum, eps=eps)
-    elif op == "layer_norm":
-        shape = x.shape[ndim - normalized_ndim :]
-        if bessel:
-            dims = list(range(ndim - normalized_ndim, ndim))
-            yt = affine(_bessel_norm(torch, xt, dims, eps), shape)
-        else:
-            yt = F.layer_norm(xt, shape, gt, bt, eps=eps)
-    elif op == "group_norm":
-        if bessel:
-            n = x.shape[0]
-            grouped = xt.reshape(n, num_groups, -1)
-            xhat = _bessel_norm(torch, grouped, [2], eps).reshape(x.shape)
-            yt = affine(xhat, chan)
-        else:
-            yt = F.group_norm(xt, num_groups, gt, bt, eps=eps)
-    elif op == "instance_norm":
-        if bessel:
-            yt = affine(_bessel_norm(torch, xt, list(range(2, ndim)), eps), chan)
-        else:
-            yt = F.instance_norm(xt, weight=gt, bias=bt, eps=eps)
-    else:
-        raise ValueError(f"unknown op {op!r}")
-
+        yt = functional(spec, xt, gt, bt, eps=eps, training=training, running_mean=rm,
+                        running_var=rv, momentum=momentum, **option)  # fmt: skip
     yt.backward(torch.tensor(np.ascontiguousarray(dy)))
 
     def out(t):
         return None if t is None else t.detach().numpy()
 
-    y, dx = out(yt), out(xt.grad)
-    if op == "batch_norm":
-        y, dx = np.moveaxis(y, 1, axis), np.moveaxis(dx, 1, axis)
-    return y, dx, out(gt.grad if gt is not None else None), out(bt.grad if bt is not None else None)
+    return (
+        out(yt),
+        out(xt.grad),
+        None if gt is None else out(gt.grad),
+        None if bt is None else out(bt.grad),
+    )
