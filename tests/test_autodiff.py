@@ -129,7 +129,7 @@ def test_autodiff_norms_equal_closed_form_and_staged(call: Call):
 
 
 @given(st.sampled_from([True, False]))
-def test_batch_norm_graph_carries_seed_002_step_numbers(bessel):
+def test_batch_norm_graph_carries_the_staged_step_numbers(bessel):
     from normgrad.autodiff import batch_norm
 
     out = batch_norm(Tensor(A), Tensor(np.ones(4)), Tensor(np.zeros(4)), bessel=bessel)

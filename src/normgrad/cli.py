@@ -18,9 +18,9 @@ import normgrad
 from normgrad.errors import MissingDependencyError, NormgradUsageError
 
 DESCRIPTION = """\
-normgrad: batch, layer, group and instance normalization with exact forward and
-backward passes, derived three ways (staged graph, closed form, numerical) and
-checked against each other and against PyTorch."""
+normgrad: batch, layer, group, instance and RMS normalization with exact forward
+and backward passes, derived three ways (staged graph, closed form, automatic) and
+checked against each other, against central differences and against PyTorch."""
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -336,10 +336,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_example_args(p: argparse.ArgumentParser) -> None:
-    from normgrad.learn.examples import DEFAULT_SHAPES, OPS
+    from normgrad.core.table import OPS
 
-    defaults = ", ".join(f"{op} {','.join(map(str, s))}" for op, s in DEFAULT_SHAPES.items())
-    p.add_argument("--op", choices=OPS, default="batch_norm", help="which normalization")
+    defaults = ", ".join(f"{name} {','.join(map(str, s.example_shape))}" for name, s in OPS.items())
+    p.add_argument("--op", choices=tuple(OPS), default="batch_norm", help="which normalization")
     p.add_argument("--shape", type=_parse_shape, help=f"input shape, e.g. 4,3 ({defaults})")
     p.add_argument("--seed", type=int, default=0, help="seed for x, gamma, beta, dout (default 0)")
     p.add_argument("--groups", type=int, help="number of groups for group_norm (default 2)")
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk the backward pass step by step on a small example",
         description=(
             "Print the backward pass of a normalization on a small seeded example, one\n"
-            "graph node at a time in the staged backward's numbering (9 down to 0): the\n"
+            "graph node at a time, from the last node down to 0 (docs/design.md §3): the\n"
             "node, its local derivative, the gradient it passes down, where two gradients\n"
             "meet and are added; then the closed form and a check that the staged,\n"
             "closed-form, automatic and numerical gradients agree. --bessel shows where\n"
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "check",
-        help="grade a learner's batchnorm_*/layernorm_*/spatial_* functions",
+        help="grade a learner's batchnorm_*/layernorm_*/spatial_*/rmsnorm_* functions",
         description=(
             "Import FILE.py (a learner's layers.py in the CS231n API) and grade every\n"
             "normalization function it defines, or just NAME with FILE.py:NAME: forwards\n"

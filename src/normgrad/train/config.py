@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 
 from normgrad.core.table import get_op
 from normgrad.errors import ConfigError
+from normgrad.nn.models import FC_NORMALIZATIONS
 
 #: ``--norm``: the canonical names of the ops a fully connected network can hold, or none.
-NORM_CHOICES = ("batch_norm", "layer_norm", "group_norm", "none")
+#: The ops FullyConnectedNet can put before each activation (from the table), or none.
+NORM_CHOICES = (*FC_NORMALIZATIONS, "none")
 
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid")

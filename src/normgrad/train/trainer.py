@@ -38,9 +38,6 @@ from normgrad.progress import progress_bar
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
 from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
 
-# FullyConnectedNet's own names for the layers it builds (accepted by every version of it).
-_LAYER_NAMES = {"batch_norm": "batchnorm", "layer_norm": "layernorm", "group_norm": "groupnorm"}
-
 
 class TrainingDiverged(Exception):
     """The loss became NaN or Inf; the last good checkpoint is left as it was.
@@ -56,7 +53,7 @@ def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnected
         data.num_features,
         config.hidden,
         data.num_classes,
-        normalization=_LAYER_NAMES.get(config.norm),
+        normalization=None if config.norm == "none" else config.norm,
         activation=config.activation,
         weight_scale=config.weight_scale,
         seed=config.seed,
