@@ -25,7 +25,8 @@ import numpy as np
 import normgrad as ng
 from normgrad import backends as kernels
 from normgrad.core.table import OpSpec, get_op
-from normgrad.progress import progress_factory
+from normgrad.progress import progress_bar
+from normgrad.tools.table import Column, format_table
 
 #: Batch norm's shapes (label, shape, channel_axis), timed in train and eval mode.
 FULL_SHAPES = [
@@ -274,19 +275,16 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
             for dt in dtypes for mode in ("train", "eval")]  # fmt: skip
     jobs += [(op, lbl, s, opts, np.float32, "train") for op, lbl, s, opts in OTHER_OPS]
     try:  # a benchmark runs without a bar rather than not at all
-        make_bar = progress_factory(progress)
+        bar = progress_bar(total=len(jobs) + 1, desc="bench", enabled=progress)
     except ImportError:
-        make_bar = None
-    bar = make_bar(total=len(jobs) + 1, desc="bench") if make_bar else None
+        bar = progress_bar(total=len(jobs) + 1, enabled=False)
     rows = []
-    for job in jobs:
-        rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))
-        if bar:
+    with bar:
+        for job in jobs:
+            rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))
             bar.update(1)
-    network = paper_network(100 if quick else 300)
-    if bar:
+        network = paper_network(100 if quick else 300)
         bar.update(1)
-        bar.close()
     return {
         "machine": machine(),
         "bandwidth_GBps": bandwidth / 1e9,
@@ -306,18 +304,9 @@ KEY = ("op", "shape", "dtype", "mode")
 
 
 def _table(titles, rows, left: int = len(KEY)) -> list[str]:
-    """A plain-text table: the first ``left`` columns aligned left, the rest right, each as
-    wide as its widest cell or title, two spaces apart; a rule under the titles."""
-    widths = [max(map(len, column)) for column in zip(titles, *rows, strict=True)]
-
-    def line(cells):
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    head = line(titles)
-    return [head, "-" * len(head), *map(line, rows)]
+    """The project's table printer: the first ``left`` columns aligned left, the rest right."""
+    columns = [Column(t, align="left" if i < left else "right") for i, t in enumerate(titles)]
+    return format_table(columns, rows).splitlines()
 
 
 def _number(value: float | None) -> str:

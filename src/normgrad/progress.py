@@ -13,9 +13,7 @@ tqdm comes from the ``train`` extra and is imported only when a bar is actually 
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from normgrad.errors import MissingDependencyError
@@ -81,21 +79,6 @@ def progress_bar(
     if file is not None:
         tqdm_options["file"] = file
     return tqdm(total=total, desc=desc, initial=initial, **tqdm_options)
-
-
-def progress_factory(enabled: bool = True, **defaults: Any) -> Callable[..., ProgressBar] | None:
-    """The older interface, kept for callers not yet on :func:`progress_bar`: a factory of
-    bars with ``defaults`` applied, or None when not ``enabled``. Raises ImportError (a
-    MissingDependencyError) at once when tqdm is missing."""
-    if not enabled:
-        return None
-    try:
-        import tqdm  # noqa: F401 - fail now, as this interface always has
-    except ImportError:
-        raise MissingDependencyError(
-            "progress bars need tqdm: pip install 'normgrad[train]'"
-        ) from None
-    return functools.partial(progress_bar, **defaults)
 
 
 def _watched(stream: IO[str]) -> bool:

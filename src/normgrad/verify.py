@@ -26,6 +26,7 @@ from normgrad.core.table import OpSpec, get_op
 from normgrad.gradcheck import check_gradients, max_rel_error
 from normgrad.reference import writeups
 from normgrad.reference.pytorch import reference, torch_available
+from normgrad.tools.table import Column, Table
 
 #: Tolerances for float64 results (normwise relative error).
 TOL_STAGED = 1e-10
@@ -241,41 +242,46 @@ def run_verify(seed: int = 0, use_torch: bool | None = None, on_row=None) -> lis
 
 
 OPS_COLUMNS = ("staged", "numeric", "torch y", "torch grad")
-#: Width of an ops error column, before the one character that holds its '!' marker: room
-#: for the longest title and a space, so titles (which have spaces) stay two apart.
-CELL = max(map(len, OPS_COLUMNS)) + 1
+#: The sections are printed row by row as they are computed, so the columns have fixed
+#: widths (the project's table printer keeps titles at least two spaces apart).
+_CASE_TITLE = f"{'op':<13} {'layout':<18} {'var':<6} {'mode':<5}"
+OPS_TABLE = Table(
+    [Column("", width=4), Column(_CASE_TITLE),
+     *(Column(c, align="right", width=8) for c in OPS_COLUMNS)]
+)  # fmt: skip
 #: Width of the label of a row in the other sections.
 LABEL = 60
+OTHER_TABLE = Table([Column("", width=4), Column("", width=LABEL), Column("")])
 
 
 def section_header(section: str) -> str:
     """The title line of a section; the ops section gets column names."""
     if section != "ops":
         return f"[{section}]"
-    label = f"{'op':<13} {'layout':<18} {'var':<6} {'mode':<5}"
-    return f"[ops]\n     {label}" + "".join(f"{c:>{CELL}} " for c in OPS_COLUMNS).rstrip()
+    return "[ops]\n" + OPS_TABLE.header()
+
+
+def _cell(err: float, ok: bool) -> str:
+    """An error, marked with '!' when it is outside its bound."""
+    return f"{err:.1e}" + ("" if ok else "!")
 
 
 def format_row(row: Row) -> str:
     """One line per row; a '!' marks an error outside its bound."""
-    status = "ok  " if row.passed else "FAIL"
+    status = "ok" if row.passed else "FAIL"
     if row.section == "ops":
-        cells = []
-        for name in OPS_COLUMNS:
-            if name in row.errors:
-                err, tol = row.errors[name]
-                cells.append(f"{err:{CELL}.1e}{' ' if row.ok(err, tol) else '!'}")
-            else:
-                cells.append(f"{'-':>{CELL}} ")
-        line = f"{status} {row.label}" + "".join(cells).rstrip()
-    else:
         cells = [
-            f"{name} {err:.1e}{'' if row.ok(err, tol) else '!'}"
-            for name, (err, tol) in row.errors.items()
+            _cell(*row.errors[name][:1], row.ok(*row.errors[name])) if name in row.errors else "-"
+            for name in OPS_COLUMNS
         ]
-        line = f"{status} {row.label:<{LABEL}} " + "  ".join(cells)
+        line = OPS_TABLE.row([status, row.label, *cells])
+    else:
+        errors = "  ".join(
+            f"{name} {_cell(err, row.ok(err, tol))}" for name, (err, tol) in row.errors.items()
+        )
+        line = OTHER_TABLE.row([status, row.label, errors])
     if row.note:
-        line += f"\n       {row.note}"
+        line += f"\n      {row.note}"
     return line
 
 
