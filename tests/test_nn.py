@@ -354,3 +354,11 @@ def test_course_and_canonical_names_build_the_same_checkpoint():
     assert list(old) == list(new)
     for k in old:
         np.testing.assert_array_equal(old[k], new[k])
+
+
+def test_relu_gives_exact_zeros_for_negative_and_infinite_inputs():
+    x = np.array([-np.inf, -1.0, -0.0, 0.0, 2.0, np.inf])
+    y = ReLU()(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.0, 2.0, np.inf])
+    assert not np.signbit(y).any()  # no -0.0, as max(x, 0) in PyTorch
+    assert ReLU()(x.astype(np.float32)).dtype == np.float32

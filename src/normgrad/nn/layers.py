@@ -75,7 +75,8 @@ class ReLU(Module):
 
     def forward(self, x):
         self._mask = x > 0
-        return x * self._mask
+        # np.where, not x * mask: -inf * 0 is NaN and -1 * 0 is -0.0; max(x, 0) is neither.
+        return np.where(self._mask, x, np.zeros((), dtype=x.dtype))
 
     def backward(self, dout):
         return dout * self._saved("_mask")
