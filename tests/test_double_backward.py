@@ -2,6 +2,8 @@
 differences of the backward (1e-8 relative, float64), against the autodiff engine's
 differentiable backward, and against PyTorch's double backward."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,15 @@ def test_the_engine_differentiates_its_own_backward():
     (z.grad * z.grad).sum().backward()
     j = np.ones((2, 2))
     np.testing.assert_allclose(z.grad, 8 * j @ j @ z.data)
+
+
+def test_verify_reports_second_derivatives_and_pytorchs_failures():
+    from normgrad.verify import second_derivative_rows
+
+    torch_there = importlib.util.find_spec("torch") is not None
+    rows = second_derivative_rows(np.random.default_rng(0), use_torch=torch_there)
+    assert rows and all(r.passed for r in rows), [r.label for r in rows if not r.passed]
+    for row in rows:
+        assert row.errors["numeric"][0] <= 1e-8
+        if torch_there:  # PyTorch agrees, or its own failure is named
+            assert "torch" in row.errors or row.note.startswith("PyTorch raises"), row.label
