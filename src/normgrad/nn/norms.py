@@ -146,11 +146,13 @@ class _RunningStatsNorm(_Norm):
     """
 
     def __init__(
-        self, num_features, *, eps, momentum, affine, track_running_stats, dtype, skip_nonfinite
-    ):
+        self, num_features, *, eps, momentum, affine, track_running_stats, dtype, skip_nonfinite,
+        bias=True,
+    ):  # fmt: skip
         num_features = validate.check_positive_int("num_features", num_features)
-        super().__init__((num_features,), scale=affine, shift=affine, eps=eps, dtype=dtype)
-        self.num_features, self.affine = num_features, bool(affine)
+        shift = affine and bias  # PyTorch's bias=False: a scale without a shift
+        super().__init__((num_features,), scale=affine, shift=shift, eps=eps, dtype=dtype)
+        self.num_features, self.affine, self.bias = num_features, bool(affine), bool(bias)
         self.momentum = _momentum(momentum)
         # Beyond PyTorch: a NaN/Inf batch does not poison the running statistics.
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -250,10 +252,11 @@ class _RunningStatsNorm(_Norm):
         return "x.shape[1]"
 
     def _describe(self) -> str:
-        return (
+        text = (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+        return text if self.bias else f"{text}, bias=False"
 
 
 class BatchNorm(_RunningStatsNorm):
@@ -261,7 +264,7 @@ class BatchNorm(_RunningStatsNorm):
 
     x is ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ... with ``C = num_features`` on
     ``channel_axis`` (default 1; -1 for channels-last); gamma, beta and the running
-    statistics are ``(C,)``.
+    statistics are ``(C,)`` (``bias=False``: gamma without beta, as PyTorch).
 
     Running statistics follow PyTorch: ``running = (1 - momentum) * running + momentum *
     batch`` (``momentum``, default 0.1, weights the *new* batch), with the unbiased batch
@@ -295,10 +298,12 @@ class BatchNorm(_RunningStatsNorm):
         dtype=np.float64,
         comm=None,
         skip_nonfinite: bool = True,
+        bias: bool = True,
     ):
         super().__init__(
             num_features, eps=eps, momentum=momentum, affine=affine,
             track_running_stats=track_running_stats, dtype=dtype, skip_nonfinite=skip_nonfinite,
+            bias=bias,
         )  # fmt: skip
         self.channel_axis = channel_axis
         self.comm = comm  # an mpi4py communicator: synchronized batch norm in training
@@ -364,10 +369,12 @@ class InstanceNorm(_RunningStatsNorm):
         track_running_stats: bool = False,
         dtype=np.float64,
         skip_nonfinite: bool = True,
+        bias: bool = True,
     ):
         super().__init__(
             num_features, eps=eps, momentum=momentum, affine=affine,
             track_running_stats=track_running_stats, dtype=dtype, skip_nonfinite=skip_nonfinite,
+            bias=bias,
         )  # fmt: skip
 
     def _normalize(self, x, gamma, beta):
@@ -404,17 +411,21 @@ class InstanceNorm(_RunningStatsNorm):
 class GroupNorm(_Norm):
     """Group norm of ``(N, C, *spatial)``, ``C = num_channels``: the channels split into
     ``num_groups`` consecutive groups, statistics per (sample, group), per-channel affine
-    gamma and beta ``(C,)`` (``affine=False``: none). No running statistics."""
+    gamma and beta ``(C,)`` (``affine=False``: none; ``bias=False``: gamma only, as
+    PyTorch). No running statistics."""
 
     op = GROUP_NORM
 
-    def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True, dtype=np.float64):
+    def __init__(
+        self, num_groups, num_channels, *, eps=1e-5, affine=True, bias=True, dtype=np.float64
+    ):
         num_groups = validate.check_positive_int("num_groups", num_groups)
         num_channels = validate.check_positive_int("num_channels", num_channels)
         if num_channels % num_groups:
             raise ValueError(f"num_groups={num_groups} must divide num_channels={num_channels}")
-        super().__init__((num_channels,), scale=affine, shift=affine, eps=eps, dtype=dtype)
+        super().__init__((num_channels,), scale=affine, shift=affine and bias, eps=eps, dtype=dtype)
         self.num_groups, self.num_channels, self.affine = num_groups, num_channels, bool(affine)
+        self.bias = bool(bias)
 
     def _option(self):
         return {"num_groups": self.num_groups}
@@ -426,7 +437,8 @@ class GroupNorm(_Norm):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        text = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return text if self.bias else f"{text}, bias=False"
 
 
 class _TrailingNorm(_Norm):
