@@ -29,7 +29,7 @@ Chainer's ``check_backward`` does; :func:`check_directional` moves every input a
 along one random direction, Chainer's own check. Inputs are never modified: perturbations
 are made on copies.
 
-The tolerance model (docs/design.md §10). A central difference errs in two ways: by
+The tolerance model. A central difference errs in two ways: by
 truncation, ``O(h^2)`` relative, which ``rtol`` covers; and by the rounding of the loss,
 which does not shrink with ``h``: ``L`` is a sum of ``f(x) * dout`` terms, each rounded in
 ``f``'s output dtype, so the difference of two losses can be off by about

@@ -1,4 +1,5 @@
-"""Second derivatives of every op in closed form: the double backward (docs/design.md §4).
+"""Second derivatives of every op in closed form: the double backward (the closed form of
+docs/design.md §4, differentiated once more).
 
 The backward maps ``(x, gamma, dy)`` to ``(dx, dgamma, dbeta)``. Its own derivative, given
 cotangents ``(ddx, ddgamma, ddbeta)`` of those three, is the gradient of
