@@ -389,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Run every normalization op in every layout and variance convention, and print\n"
             "the relative error of the staged backward against the closed form, of the\n"
             "closed form against central differences, and of both passes against PyTorch\n"
-            "(when installed); then the staged backward, the closed form and the\n"
-            "Bessel-corrected formula as first written down, against the library; then the\n"
-            "precision checks. Exits 1 if any check fails."
+            "(when installed); then the second derivatives against central differences,\n"
+            "the autodiff engine and PyTorch's double backward; then the staged backward,\n"
+            "the closed form and the Bessel-corrected formula as first written down,\n"
+            "against the library; then the precision checks. Exits 1 if any check fails."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -386,7 +386,8 @@ def header(use_torch: bool) -> str:
         f"{platform.python_version()}",
         "float64, normwise relative errors max|a - b| / max|b| of: the staged backward vs",
         f"the closed form, the closed form vs central differences, {torch_part}.",
-        f"Tolerances: staged {TOL_STAGED:g}, numeric {TOL_NUMERIC:g}, PyTorch {TOL_TORCH:g}.",
+        f"Tolerances: staged {TOL_STAGED:g}, numeric {TOL_NUMERIC:g}, PyTorch {TOL_TORCH:g};",
+        f"second derivatives: numeric {TOL_SECOND_NUMERIC:g}, autodiff and PyTorch {TOL_TORCH:g}.",
     ]
     if use_torch:
         import torch
