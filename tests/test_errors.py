@@ -95,7 +95,6 @@ def test_non_float_gamma_is_a_type_error():
             r"Expected more than 1 value per channel when training, got input size \(1, 3, 1, 1\)",
         ),
         ((1, 4), {"bessel": True}, r"Expected more than 1 value per channel with bessel=True"),
-        ((0, 4), {}, r"Expected more than 1 value per channel.*\(0, 4\)"),
     ],
 )
 def test_batch_norm_needs_two_values_per_channel(shape, kwargs, pattern):
@@ -124,8 +123,6 @@ def test_one_value_per_group_errors():
         ng.instance_norm_forward(np.ones((2, 3, 1)), None, None)
     with pytest.raises(ValueError, match=r"per \(sample, group\) with bessel=True"):
         ng.group_norm_forward(np.ones((2, 4)), None, None, 4, bessel=True)
-    with pytest.raises(ValueError, match=r"no values to normalize over.*\(3, 0\)"):
-        ng.layer_norm_forward(np.ones((3, 0)), None, None)
 
 
 def test_group_norm_bad_groups():

@@ -12,7 +12,12 @@ that one call site.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "MissingDependencyError", "NormgradUsageError"]
+__all__ = [
+    "ConfigError",
+    "MissingDependencyError",
+    "NonFiniteStatisticsWarning",
+    "NormgradUsageError",
+]
 
 
 class NormgradUsageError(ValueError):
@@ -28,4 +33,14 @@ class MissingDependencyError(NormgradUsageError, ImportError):
 
     Also an ``ImportError``, so code that already falls back on ``except ImportError``
     keeps doing so.
+    """
+
+
+class NonFiniteStatisticsWarning(RuntimeWarning):
+    """A training batch had NaN/Inf statistics (or would have made a running statistic
+    NaN/Inf in its dtype), so the running statistics were left as they were.
+
+    PyTorch updates them regardless, and one bad batch then poisons eval mode for good;
+    ``skip_nonfinite=False`` (batch norm, ``nn.BatchNorm``, ``nn.InstanceNorm``) does the
+    same as PyTorch. The trainer turns this warning into a diverged run.
     """

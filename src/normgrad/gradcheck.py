@@ -24,8 +24,22 @@ Two error measures are reported:
   ``max(|a - n| / max(1e-8, |a| + |n|))``, shown because learners know it.
 
 Large arrays are checked along random directions (``mode="directional"``): the numeric
-directional derivative ``(L(x + h v) - L(x - h v)) / 2h`` against ``<analytic, v>``.
-Inputs are never modified: perturbations are made on copies.
+directional derivative ``(L(x + h v) - L(x - h v)) / 2h`` against ``<analytic, v>``, as
+Chainer's ``check_backward`` does; :func:`check_directional` moves every input at once
+along one random direction, Chainer's own check. Inputs are never modified: perturbations
+are made on copies.
+
+The tolerance model. A central difference errs in two ways: by
+truncation, ``O(h^2)`` relative, which ``rtol`` covers; and by the rounding of the loss,
+which does not shrink with ``h``: ``L`` is a sum of ``f(x) * dout`` terms, each rounded in
+``f``'s output dtype, so the difference of two losses can be off by about
+``eps_out * S`` with ``S = sum|f(x) * dout|``, and the derivative by ``eps_out * S / 2h``.
+That *rounding allowance* (times :data:`ROUNDING_SAFETY`) is added to the absolute
+tolerance; it grows with the problem's size and magnitude (``S``) and with a coarser dtype,
+and is printed in every report. Per dtype, the defaults (:data:`DTYPE_DEFAULTS`) set ``h``
+near ``eps^(1/3)`` and ``rtol`` to what that step's truncation allows. The step actually
+taken is the difference of the perturbed values *as stored* (``(x + h) - (x - h)`` rounded
+in x's dtype), so a float32 input is differentiated over the step it really got.
 """
 
 from __future__ import annotations
@@ -39,11 +53,13 @@ __all__ = [
     "GradcheckError",
     "GradcheckResult",
     "assert_close",
+    "check_directional",
     "check_gradients",
     "directional_derivative",
     "max_rel_error",
     "numerical_gradient",
     "rel_error",
+    "rounding_allowance",
     "within",
 ]
 
@@ -51,6 +67,19 @@ __all__ = [
 #: ~h^2 and rounding error ~1e-16 / h; h = 1e-5 balances them at ~1e-10 relative.
 DEFAULT_H = 1e-5
 DEFAULT_RTOL = 1e-7
+#: ``(h, rtol)`` by the coarser of the perturbed input's dtype and f's output dtype. The
+#: rounding allowance falls as 1/h and truncation grows as h^2, so the coarser the dtype the
+#: larger the step (near eps^(1/3) times the inputs' scale, for inputs of order 1), and
+#: rtol is what that step's truncation leaves. In float16 only gross mistakes (a wrong sign,
+#: a missing term) stand out of the output's rounding.
+DTYPE_DEFAULTS = {
+    np.dtype(np.float64): (DEFAULT_H, DEFAULT_RTOL),
+    np.dtype(np.float32): (1e-2, 1e-3),
+    np.dtype(np.float16): (1e-1, 1e-2),
+}
+#: The rounding allowance is this many times ``eps_out * S / 2h``: a sum of S's terms'
+#: rounding errors, with room for the few roundings each output value went through.
+ROUNDING_SAFETY = 4.0
 #: Arrays with more elements than this are checked along random directions by default.
 MAX_FULL_SIZE = 4096
 
@@ -109,11 +138,18 @@ def numerical_gradient(
     for idx in np.ndindex(x.shape):
         old = x[idx]
         x[idx] = old + h
+        up = float(x[idx])  # the perturbed value as stored, rounded in x's dtype
         plus = _loss(f, work, dout)
         x[idx] = old - h
+        down = float(x[idx])
         minus = _loss(f, work, dout)
         x[idx] = old
-        grad[idx] = (plus - minus) / (2 * h)
+        if up == down:
+            raise ValueError(
+                f"h={h:g} is below the resolution of {x.dtype} at {wrt}{list(idx)} = {old}: "
+                "pass a larger h"
+            )
+        grad[idx] = (plus - minus) / (up - down)
     return grad
 
 
@@ -136,6 +172,36 @@ def directional_derivative(
     plus = _loss(f, {**inputs, wrt: x + step}, dout)
     minus = _loss(f, {**inputs, wrt: x - step}, dout)
     return (plus - minus) / (2 * h)
+
+
+def _directional(f, inputs, names, dout, directions, h):
+    """``(numeric, effective directions)`` along ``directions`` (one per name) at once:
+    every named input moves by ``h * v`` as stored in its own dtype, and each effective
+    direction is the step actually taken, over 2h, so ``<analytic, v_eff>`` is what the
+    numeric derivative estimates."""
+    plus, minus, effective = dict(inputs), dict(inputs), {}
+    for name in names:
+        x = np.asarray(inputs[name])
+        step = (h * directions[name]).astype(x.dtype)
+        plus[name], minus[name] = x + step, x - step
+        effective[name] = (plus[name].astype(np.float64) - minus[name]) / (2 * h)
+    return (_loss(f, plus, dout) - _loss(f, minus, dout)) / (2 * h), effective
+
+
+def _precision(*dtypes) -> np.dtype:
+    """The coarsest floating dtype among ``dtypes`` (others count as float64)."""
+    floats = [np.dtype(d) for d in dtypes if np.dtype(d) in DTYPE_DEFAULTS]
+    return max(floats, key=lambda d: np.finfo(d).eps, default=np.dtype(np.float64))
+
+
+def rounding_allowance(out: np.ndarray, dout, h: float) -> float:
+    """The absolute error a central difference of ``L = sum(out * dout)`` can have from
+    rounding alone: ``ROUNDING_SAFETY * eps_out * sum|out * dout| / (2h)``, with
+    ``eps_out`` the machine epsilon of ``out``'s dtype (see the module docstring)."""
+    out = np.asarray(out)
+    eps_out = np.finfo(_precision(out.dtype)).eps
+    scale = float(np.sum(np.abs(out.astype(np.float64) * np.asarray(dout, np.float64))))
+    return ROUNDING_SAFETY * eps_out * scale / (2 * h)
 
 
 def _mismatch_lines(expected, actual, labels: tuple[str, str]) -> list[str]:
@@ -169,17 +235,19 @@ class GradcheckResult:
     rtol: float
     h: float
     atol: float = 0.0
+    allowance: float = 0.0  # the rounding allowance of the tolerance model (absolute)
 
     @property
     def passed(self) -> bool:
-        return within(self.analytic, self.numeric, rtol=self.rtol, atol=self.atol)
+        return within(self.analytic, self.numeric, rtol=self.rtol, atol=self.atol + self.allowance)
 
     def report(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
         lines = [
             f"gradient wrt {self.name!r} ({self.mode}, {self.numeric.size} values): {verdict}",
             f"  max_rel_error {self.max_rel_error:.3e} (tolerance {self.rtol:.1e}"
-            + (f" + atol {self.atol:.1e}), " if self.atol else "), ")
+            + (f" + atol {self.atol:.1e}" if self.atol else "")
+            + (f" + rounding allowance {self.allowance:.1e}), " if self.allowance else "), ")
             + f"course rel_error {self.rel_error:.3e}, h = {self.h:.1e}",
         ]
         if not self.passed:
@@ -201,9 +269,10 @@ def check_gradients(
     dout,
     analytic: Mapping[str, np.ndarray],
     *,
-    h: float = DEFAULT_H,
-    rtol: float = DEFAULT_RTOL,
+    h: float | None = None,
+    rtol: float | None = None,
     atol: float | Mapping[str, float] = 0.0,
+    rounding: bool = True,
     mode: str = "auto",
     num_directions: int = 4,
     seed: int = 0,
@@ -216,9 +285,12 @@ def check_gradients(
         inputs: the arguments of ``f`` by name (use float64 for meaningful checks).
         dout: upstream gradient.
         analytic: the gradients to check, by input name (None values are skipped).
-        h: finite-difference step.
-        rtol: largest ``max_rel_error`` that passes.
+        h: finite-difference step; None: by dtype (:data:`DTYPE_DEFAULTS`), the coarser of
+            the input's and f's output's.
+        rtol: largest ``max_rel_error`` that passes; None: by dtype, as ``h``.
         atol: absolute allowance added to ``rtol * scale`` (a number, or one per input name).
+        rounding: add the rounding allowance of the tolerance model
+            (:func:`rounding_allowance`) to ``atol``; False checks ``rtol``/``atol`` alone.
         mode: ``"full"`` (every element), ``"directional"`` (``num_directions`` random
             directions) or ``"auto"`` (full up to ``MAX_FULL_SIZE`` elements).
         seed: seeds the random directions.
@@ -230,6 +302,8 @@ def check_gradients(
     if mode not in ("auto", "full", "directional"):
         raise ValueError(f"mode must be 'auto', 'full' or 'directional'; got {mode!r}")
     rng = np.random.default_rng(seed)
+    dout = np.asarray(dout, np.float64)
+    out = np.asarray(f(**inputs))
     results = []
     for name, grad in analytic.items():
         if grad is None:
@@ -243,15 +317,18 @@ def check_gradients(
                 f"analytic gradient {name!r} has shape {grad.shape}, input has {x.shape}"
             )
         use = mode if mode != "auto" else ("full" if x.size <= MAX_FULL_SIZE else "directional")
+        step, tol = _defaults(h, rtol, x.dtype, out.dtype)
         if use == "full":
-            numeric = numerical_gradient(f, inputs, name, dout, h=h)
+            numeric = numerical_gradient(f, inputs, name, dout, h=step)
             ana = grad
         else:
-            dirs = [rng.standard_normal(x.shape) for _ in range(num_directions)]
-            numeric = np.array(
-                [directional_derivative(f, inputs, name, dout, d, h=h) for d in dirs]
-            )
-            ana = np.array([np.sum(grad * d) for d in dirs])
+            numeric, ana = [], []
+            for _ in range(num_directions):
+                d = {name: rng.standard_normal(x.shape)}
+                value, effective = _directional(f, inputs, (name,), dout, d, step)
+                numeric.append(value)
+                ana.append(np.sum(grad * effective[name]))
+            numeric, ana = np.array(numeric), np.array(ana)
         results.append(
             GradcheckResult(
                 name,
@@ -260,14 +337,68 @@ def check_gradients(
                 ana,
                 max_rel_error(ana, numeric),
                 rel_error(ana, numeric),
-                rtol,
-                h,
+                tol,
+                step,
                 atol if not isinstance(atol, Mapping) else atol.get(name, 0.0),
+                rounding_allowance(out, dout, step) if rounding else 0.0,
             )
         )
     if raise_on_failure and not all(r.passed for r in results):
         raise GradcheckError(results)
     return results
+
+
+def _defaults(h, rtol, *dtypes) -> tuple[float, float]:
+    """``(h, rtol)``: the given ones, or the defaults of the coarsest of ``dtypes``."""
+    default_h, default_rtol = DTYPE_DEFAULTS[_precision(*dtypes)]
+    return (default_h if h is None else h), (default_rtol if rtol is None else rtol)
+
+
+def check_directional(
+    f: Callable,
+    inputs: Mapping[str, np.ndarray],
+    dout,
+    analytic: Mapping[str, np.ndarray],
+    *,
+    h: float | None = None,
+    rtol: float | None = None,
+    atol: float = 0.0,
+    rounding: bool = True,
+    num_directions: int = 4,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> GradcheckResult:
+    """Chainer's check: move *every* input with an analytic gradient at once, along
+    ``num_directions`` random directions, and compare ``(L(p + hv) - L(p - hv)) / 2h`` with
+    ``sum_k <analytic_k, v_k>``. Cheap at any size (two evaluations per direction) and
+    blind to no input; a gradient wrong in one input shows in every direction. Same
+    tolerance model as :func:`check_gradients`; returns one result named ``"all inputs"``.
+    """
+    names = [k for k, g in analytic.items() if g is not None]
+    unknown = [k for k in names if k not in inputs]
+    if unknown:
+        raise ValueError(
+            f"analytic gradient {unknown[0]!r} is not one of the inputs {list(inputs)}"
+        )
+    rng = np.random.default_rng(seed)
+    dout = np.asarray(dout, np.float64)
+    out = np.asarray(f(**inputs))
+    step, tol = _defaults(h, rtol, out.dtype, *(np.asarray(inputs[k]).dtype for k in names))
+    numeric, ana = [], []
+    for _ in range(num_directions):
+        dirs = {k: rng.standard_normal(np.shape(inputs[k])) for k in names}
+        value, effective = _directional(f, inputs, names, dout, dirs, step)
+        numeric.append(value)
+        ana.append(sum(np.sum(np.asarray(analytic[k], np.float64) * effective[k]) for k in names))
+    numeric, ana = np.array(numeric), np.array(ana)
+    result = GradcheckResult(
+        "all inputs", "directional", numeric, ana, max_rel_error(ana, numeric),
+        rel_error(ana, numeric), tol, step, atol,
+        rounding_allowance(out, dout, step) if rounding else 0.0,
+    )  # fmt: skip
+    if raise_on_failure and not result.passed:
+        raise GradcheckError([result])
+    return result
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, name: str = "value") -> float:

@@ -8,10 +8,12 @@ table (:mod:`normgrad.core.table`), it runs the forward pass, then compares
 - ``torch y`` / ``torch grad``: the forward output and the gradients against PyTorch's
   autograd (:mod:`normgrad.reference.pytorch`), when torch is installed,
 
-as normwise relative errors (``max|a - b| / max|b|``), float64. Then the three published
-derivations (:mod:`normgrad.reference.writeups`) against the library, and the precision
-claims (large means, float16; §10). Every number printed is computed in this run; a row
-fails when an error exceeds its tolerance.
+as normwise relative errors (``max|a - b| / max|b|``), float64. Then the second
+derivatives (:mod:`normgrad.core.double_backward`) against central differences of the
+backward, the autodiff engine differentiating its own backward, and PyTorch's double
+backward; the three published derivations (:mod:`normgrad.reference.writeups`) against
+the library; and the precision claims (large means, float16; §10). Every number printed
+is computed in this run; a row fails when an error exceeds its tolerance.
 """
 
 from __future__ import annotations
@@ -25,13 +27,24 @@ import normgrad as ng
 from normgrad.core.table import OpSpec, get_op
 from normgrad.gradcheck import check_gradients, max_rel_error
 from normgrad.reference import writeups
-from normgrad.reference.pytorch import reference, torch_available
+from normgrad.reference.pytorch import double_backward_reference, reference, torch_available
 from normgrad.tools.table import Column, Table
 
 #: Tolerances for float64 results (normwise relative error).
 TOL_STAGED = 1e-10
 TOL_NUMERIC = 1e-7
 TOL_TORCH = 1e-12
+#: Second derivatives against central differences of the backward (the issue's bound).
+TOL_SECOND_NUMERIC = 1e-8
+#: Where PyTorch 2.13 (CPU, float64) cannot take the double backward at all: a shift
+#: without a scale (weight=None, bias given). Layer norm's matches pytorch/pytorch#79705
+#: (open: "gradgradcheck fails for torch.native_layer_norm" with weight=None and a bias);
+#: group norm's first backward already fails ("tensor does not have a device"), with or
+#: without create_graph; no PyTorch issue about it was found.
+PYTORCH_FAILS = {
+    "layer_norm": "pytorch/pytorch#79705",
+    "group_norm": "its first backward fails too; no PyTorch issue found",
+}
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,83 @@ def run_case(case: Case, rng: np.random.Generator, use_torch: bool) -> Row:
     return Row("ops", label, errors)
 
 
+def second_derivative_rows(rng: np.random.Generator, use_torch: bool) -> list[Row]:
+    """The double backward of each op (one case per op, Bessel, eval mode, no affine):
+    ``numeric`` differentiates the closed-form backward by central differences, ``autodiff``
+    runs the engine's backward with ``create_graph=True`` and differentiates it again, and
+    ``torch`` is ``torch.autograd.grad`` of PyTorch's own first backward. A disagreement
+    with PyTorch fails the row and says so."""
+    from normgrad.autodiff import Tensor, norm
+
+    picked = [(c, True) for c in cases() if c.layout in ("(N, D)", "(N, C, H, W)",
+              "(N, H, W, C)", "(N, C, H, W) G=3", "(N, C, L)", "(N, D) no affine")]  # fmt: skip
+    # A shift without a scale: PyTorch's layer and group norm fail there (see PYTORCH_FAILS).
+    picked += [(Case("layer_norm", "(N, D) beta only", (5, 6)), False),
+               (Case("group_norm", "(N, C, L) beta only", (3, 4, 5),
+                     options={"num_groups": 2}), False)]  # fmt: skip
+    rows = []
+    for case, scale in picked:
+        spec = case.spec
+        x = rng.standard_normal(case.shape) * 1.5 + 0.5
+        p = spec.param_shape(case.shape, **case.options)
+        gamma = rng.standard_normal(p) + 1.0 if case.affine and scale else None
+        beta = rng.standard_normal(p) if case.affine and spec.has_beta else None
+        dy, ddx = rng.standard_normal(case.shape), rng.standard_normal(case.shape)
+        ddgamma = None if gamma is None else rng.standard_normal(p)
+        ddbeta = None if beta is None else rng.standard_normal(p)
+        kw = dict(case.options, bessel=case.variance == "bessel")
+        if case.mode == "eval":
+            kw |= {"training": False, "running_mean": rng.standard_normal(p),
+                   "running_var": rng.uniform(0.5, 2.0, p)}  # fmt: skip
+        _, cache = spec.forward(x, gamma, beta, **kw)
+        ours = spec.double_backward(dy, cache, ddx, ddgamma, ddbeta)
+
+        def backward_of(x, dy, gamma=None, spec=spec, kw=kw, beta=beta):
+            grads = spec.backward(dy, spec.forward(x, gamma, beta, **kw)[1])
+            return np.concatenate([g.ravel() for g in grads if g is not None])
+
+        cot = np.concatenate([c.ravel() for c in (ddx, ddgamma, ddbeta) if c is not None])
+        inputs = {"x": x, "gamma": gamma, "dy": dy}
+        results = check_gradients(
+            backward_of, {k: v for k, v in inputs.items() if v is not None}, cot,
+            {k: g for k, g in zip(("x", "gamma", "dy"), ours, strict=True) if g is not None},
+            rtol=TOL_SECOND_NUMERIC, raise_on_failure=False,
+        )  # fmt: skip
+        errors = {"numeric": (max(r.max_rel_error for r in results), TOL_SECOND_NUMERIC)}
+        if case.mode == "train":
+            xt, dyt = Tensor(x), Tensor(dy)
+            gt = None if gamma is None else Tensor(gamma)
+            bt = None if beta is None else Tensor(beta)
+            norm(spec, xt, gt, bt, **kw).backward(dyt, create_graph=True)
+            second = (xt.grad * ddx).sum()
+            for t, c in ((gt, ddgamma), (bt, ddbeta)):
+                if t is not None:
+                    second = second + (t.grad * c).sum()
+            second.backward()
+            engine = (xt.grad, None if gt is None else gt.grad, dyt.grad)
+            errors["autodiff"] = (_worst(ours, engine), TOL_TORCH)
+        note = ""
+        if use_torch:
+            ref = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+            try:
+                theirs = double_backward_reference(spec, x, gamma, beta, dy, ddx, ddgamma,
+                                                   ddbeta, **ref)  # fmt: skip
+            except RuntimeError as exc:  # PyTorch's own failure, reported, not normgrad's
+                first_line = str(exc).splitlines()[0][:70]
+                note = f"PyTorch raises: {first_line}"
+                known = PYTORCH_FAILS.get(spec.name)
+                note += f" ({known})" if known and gamma is None and beta is not None else ""
+            else:
+                errors["torch"] = (_worst(ours, theirs), TOL_TORCH)
+                if errors["torch"][0] > TOL_TORCH:
+                    note = "PyTorch's double backward disagrees with the closed form and autodiff"
+        variance = case.variance if spec.bessel_allowed else "-"
+        mode = case.mode if spec.running_stats else "-"
+        label = f"{case.op:<13} {case.layout:<18} {variance:<6} {mode:<5}"
+        rows.append(Row("second derivatives", label, errors, note))
+    return rows
+
+
 def writeup_rows(rng: np.random.Generator) -> list[Row]:
     """The three published derivations (docs/sources.md) against the library, on the
     Bessel-corrected formula's own example size (7, 5)."""
@@ -234,6 +324,8 @@ def run_verify(seed: int = 0, use_torch: bool | None = None, on_row=None) -> lis
 
     for case in cases():
         add(run_case(case, rng, use_torch))
+    for row in second_derivative_rows(rng, use_torch):
+        add(row)
     for row in writeup_rows(rng):
         add(row)
     for row in precision_rows(rng, use_torch):
@@ -294,7 +386,8 @@ def header(use_torch: bool) -> str:
         f"{platform.python_version()}",
         "float64, normwise relative errors max|a - b| / max|b| of: the staged backward vs",
         f"the closed form, the closed form vs central differences, {torch_part}.",
-        f"Tolerances: staged {TOL_STAGED:g}, numeric {TOL_NUMERIC:g}, PyTorch {TOL_TORCH:g}.",
+        f"Tolerances: staged {TOL_STAGED:g}, numeric {TOL_NUMERIC:g}, PyTorch {TOL_TORCH:g};",
+        f"second derivatives: numeric {TOL_SECOND_NUMERIC:g}, autodiff and PyTorch {TOL_TORCH:g}.",
     ]
     if use_torch:
         import torch

@@ -9,6 +9,12 @@ used twice.
 
 Broadcasting follows NumPy; the gradient of a broadcast is a sum over the broadcast axes
 (:func:`unbroadcast`).
+
+``backward(dy, create_graph=True)`` makes the backward itself differentiable, as PyTorch's
+option of that name: every local derivative is then applied with Tensor operations, so the
+gradients are Tensors in a graph of their own, and a second ``backward`` through them gives
+second derivatives (Hessian-vector products). Pass dy as a Tensor to differentiate with
+respect to it too.
 """
 
 from __future__ import annotations
@@ -92,11 +98,19 @@ class Tensor:
         out._backward = _backward
         return out
 
-    def _accumulate(self, grad: np.ndarray) -> None:
+    def _accumulate(self, grad) -> None:
         if self.is_const:
             return
-        grad = unbroadcast(np.asarray(grad, dtype=np.float64), self.shape)
+        if isinstance(grad, Tensor):  # create_graph: the gradient is itself in a graph
+            grad = _unbroadcast_tensor(grad, self.shape)
+        else:
+            grad = unbroadcast(np.asarray(grad, dtype=np.float64), self.shape)
         self.grad = grad if self.grad is None else self.grad + grad
+
+    def _v(self, g):
+        """This tensor's value as a backward rule needs it: the Tensor itself when the
+        gradient ``g`` is a Tensor (create_graph), else its data."""
+        return self if isinstance(g, Tensor) else self.data
 
     # ----------------------------------------------------------------- arithmetic
     def __add__(self, other) -> Tensor:
@@ -133,8 +147,8 @@ class Tensor:
         other = self._lift(other)
 
         def backward(g):  # d(ab)/da = b, d(ab)/db = a
-            self._accumulate(g * other.data)
-            other._accumulate(g * self.data)
+            self._accumulate(g * other._v(g))
+            other._accumulate(g * self._v(g))
 
         return self._child(self.data * other.data, (self, other), "*", backward)
 
@@ -145,8 +159,8 @@ class Tensor:
         other = self._lift(other)
 
         def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-            self._accumulate(g / other.data)
-            other._accumulate(-g * self.data / other.data**2)
+            self._accumulate(g / other._v(g))
+            other._accumulate(-g * self._v(g) / other._v(g) ** 2)
 
         return self._child(self.data / other.data, (self, other), "/", backward)
 
@@ -159,7 +173,7 @@ class Tensor:
         p = float(exponent)
 
         def backward(g):  # d(a^p)/da = p a^(p-1)
-            self._accumulate(g * p * self.data ** (p - 1))
+            self._accumulate(g * p * self._v(g) ** (p - 1))
 
         return self._child(self.data**p, (self,), f"**{p:g}", backward)
 
@@ -169,8 +183,8 @@ class Tensor:
             raise ValueError(f"@ takes 2-D tensors; got shapes {self.shape} and {other.shape}")
 
         def backward(g):  # d(AB)/dA = g B^T, d(AB)/dB = A^T g
-            self._accumulate(g @ other.data.T)
-            other._accumulate(self.data.T @ g)
+            self._accumulate(g @ other._v(g).T)
+            other._accumulate(self._v(g).T @ g)
 
         return self._child(self.data @ other.data, (self, other), "@", backward)
 
@@ -179,8 +193,7 @@ class Tensor:
         axes = _normalize_axes(axis, self.ndim)
 
         def backward(g):  # a sum spreads its gradient unchanged over what it summed
-            g = g if keepdims else np.expand_dims(g, axes)
-            self._accumulate(np.broadcast_to(g, self.shape))
+            self._accumulate(_spread(g, axes, keepdims, self.shape))
 
         data = self.data.sum(axis=axes, keepdims=keepdims)
         return self._child(data, (self,), f"sum{_axes_label(axes)}", backward)
@@ -190,38 +203,41 @@ class Tensor:
         count = int(np.prod([self.shape[a] for a in axes]))
 
         def backward(g):  # 1/M to each of the M values averaged
-            g = g if keepdims else np.expand_dims(g, axes)
-            self._accumulate(np.broadcast_to(g / count, self.shape))
+            self._accumulate(_spread(g / count, axes, keepdims, self.shape))
 
         data = self.data.mean(axis=axes, keepdims=keepdims)
         return self._child(data, (self,), f"mean{_axes_label(axes)}", backward)
 
     # ----------------------------------------------------------------- elementwise
     def _unary(self, data, op: str, local_grad) -> Tensor:
-        def backward(g):
-            self._accumulate(g * local_grad(data))
+        """``local_grad(out, x)`` is the derivative in terms of the output and the input
+        (arrays, or with create_graph the Tensors themselves)."""
 
-        return self._child(data, (self,), op, backward)
+        def backward(g):
+            self._accumulate(g * local_grad(out._v(g), self._v(g)))
+
+        out = self._child(data, (self,), op, backward)
+        return out
 
     def sqrt(self) -> Tensor:
-        return self._unary(np.sqrt(self.data), "sqrt", lambda out: 0.5 / out)
+        return self._unary(np.sqrt(self.data), "sqrt", lambda out, x: 0.5 / out)
 
     def exp(self) -> Tensor:
-        return self._unary(np.exp(self.data), "exp", lambda out: out)
+        return self._unary(np.exp(self.data), "exp", lambda out, x: out)
 
     def log(self) -> Tensor:
-        x = self.data
-        return self._unary(np.log(x), "log", lambda out: 1.0 / x)
+        return self._unary(np.log(self.data), "log", lambda out, x: 1.0 / x)
 
     def relu(self) -> Tensor:
-        return self._unary(np.maximum(self.data, 0.0), "relu", lambda out: (out > 0) * 1.0)
+        mask = (self.data > 0) * 1.0  # piecewise linear: its derivative is a constant
+        return self._unary(np.maximum(self.data, 0.0), "relu", lambda out, x: mask)
 
     def sigmoid(self) -> Tensor:
         data = 0.5 * (1.0 + np.tanh(0.5 * self.data))  # stable for large |x|
-        return self._unary(data, "sigmoid", lambda out: out * (1.0 - out))
+        return self._unary(data, "sigmoid", lambda out, x: out * (1.0 - out))
 
     def tanh(self) -> Tensor:
-        return self._unary(np.tanh(self.data), "tanh", lambda out: 1.0 - out**2)
+        return self._unary(np.tanh(self.data), "tanh", lambda out, x: 1.0 - out**2)
 
     # ----------------------------------------------------------------- shape
     def reshape(self, *shape) -> Tensor:
@@ -236,7 +252,7 @@ class Tensor:
     def transpose(self, *axes) -> Tensor:
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
         axes = tuple(axes) if axes else tuple(reversed(range(self.ndim)))
-        inverse = tuple(np.argsort(axes))
+        inverse = tuple(int(a) for a in np.argsort(axes))
 
         def backward(g):
             self._accumulate(g.transpose(inverse))
@@ -267,12 +283,16 @@ class Tensor:
                     stack.append((p, False))
         return order
 
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, *, create_graph: bool = False) -> None:
         """Fill ``.grad`` of every node in the graph with d(self)/d(node), weighted by ``grad``.
 
         ``grad`` is the upstream gradient (dy), with this tensor's shape; it may be omitted
         only for a tensor with one element. Every node's ``grad`` is reset first, so calling
         ``backward`` twice gives the same result, not twice the result.
+
+        ``create_graph=True``: the gradients are Tensors built from Tensor operations (a
+        Tensor ``grad`` is used as it is, so they depend on it), ready to be differentiated
+        again by a ``backward`` of any scalar made from them.
         """
         if grad is None:
             if self.data.size != 1:
@@ -281,16 +301,41 @@ class Tensor:
                     "pass dy of the same shape"
                 )
             grad = np.ones(self.shape)
-        grad = np.asarray(grad, dtype=np.float64)
+        seed = grad if isinstance(grad, Tensor) else None
+        grad = np.asarray(grad.data if seed is not None else grad, dtype=np.float64)
         if grad.shape != self.shape:
             raise ValueError(f"grad must have shape {self.shape}; got {grad.shape}")
         order = self.topological_order()
         for node in order:
             node.grad = None
-        self.grad = grad.copy()
+        if create_graph:
+            self.grad = seed if seed is not None else Tensor(grad, op="const")
+        else:
+            self.grad = grad.copy()
         for node in reversed(order):
             if node.grad is not None:
                 node._backward()
+
+
+def _spread(g, axes: tuple[int, ...], keepdims: bool, shape: tuple[int, ...]):
+    """A reduction's gradient ``g`` spread back over the ``shape`` it reduced."""
+    if isinstance(g, Tensor):
+        if not keepdims:
+            g = g.reshape(tuple(1 if a in axes else n for a, n in enumerate(shape)))
+        return g * np.ones(shape)  # broadcasting; its adjoint is the sum _accumulate takes
+    g = g if keepdims else np.expand_dims(g, axes)
+    return np.broadcast_to(g, shape)
+
+
+def _unbroadcast_tensor(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """:func:`unbroadcast` with Tensor operations (for create_graph)."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(a for a, n in enumerate(shape) if n == 1 and grad.shape[a] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad if grad.shape == tuple(shape) else grad.reshape(shape)
 
 
 def _axes_label(axes: tuple[int, ...]) -> str:

@@ -88,11 +88,21 @@ def moments(xw: np.ndarray, layout: NormLayout, scratch: np.ndarray | None = Non
     axes = layout.reduce_axes
     if layout.centered:
         mean = np.mean(xw, axis=axes, keepdims=True, dtype=ACC)
-        xmu = center(xw, mean, compute)
+        with np.errstate(over="ignore"):  # x - mu beyond float32's range: redone below
+            xmu = center(xw, mean, compute)
     else:  # RMS norm: the second moment around zero
         mean = np.zeros(layout.stats_shape)
         xmu = xw.astype(compute)  # a copy: the forward scales it in place into xhat
-    m2 = np.sum(np.square(xmu, out=scratch), axis=axes, keepdims=True, dtype=ACC)
+    with np.errstate(over="ignore"):
+        m2 = np.sum(np.square(xmu, out=scratch), axis=axes, keepdims=True, dtype=ACC)
+    if compute != np.float64 and not np.all(np.isfinite(m2)) and np.all(np.isfinite(mean)):
+        # A float32 square overflows beyond |x - mu| = 1.8e19 although x is finite; square
+        # in float64 instead (and centre there too if x - mu itself left float32's range).
+        # Only such inputs pay for it.
+        xmu64 = np.subtract(xw, mean, dtype=ACC)
+        m2 = np.sum(np.square(xmu64), axis=axes, keepdims=True)
+        if not np.all(np.isfinite(xmu)):
+            xmu = xmu64
     return Moments(layout.count, mean, m2, xmu)
 
 
@@ -175,7 +185,8 @@ def normalize_forward(
         var = np.asarray(stats[1], dtype=ACC).reshape(layout.stats_shape)
         xhat = center(xw, mean, compute)
     inv_std = 1.0 / np.sqrt(var + eps)
-    xhat *= inv_std.astype(compute)
+    xhat *= inv_std.astype(xhat.dtype)
+    xhat = xhat.astype(compute, copy=False)  # centred in float64 only if float32 overflowed
 
     gamma_b = None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast)
     beta_b = None if beta is None else beta.astype(compute).reshape(layout.param_bcast)

@@ -26,6 +26,7 @@ Conventions (docs/design.md §8, §9, §10):
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from normgrad.core.table import (
     OpSpec,
     get_op,
 )
+from normgrad.errors import NonFiniteStatisticsWarning
 
 Grads = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 
@@ -55,14 +57,10 @@ def _check_flag(name: str, value: Any) -> bool:
 
 
 def _check_count(spec: OpSpec, layout: NormLayout, *, training: bool, bessel: bool) -> None:
-    """A variance needs two values per group (and M - 1 > 0 under Bessel's correction)."""
+    """A variance needs two values per group (and M - 1 > 0 under Bessel's correction).
+    Empty inputs never get here: they have no groups (:func:`_empty_forward`)."""
     if (training and spec.min_values > 1) or bessel:
         v.check_enough_values(spec, layout.x_shape, layout.count, bessel)
-    elif layout.count == 0:
-        raise ValueError(
-            f"{spec.name}: there are no values to normalize over in an input of shape "
-            f"{layout.x_shape}"
-        )
 
 
 def forward(
@@ -78,15 +76,45 @@ def forward(
     running_mean: np.ndarray | None = None,
     running_var: np.ndarray | None = None,
     momentum: float = 0.1,
+    skip_nonfinite: bool = True,
     comm=None,
     **option,
 ) -> tuple[np.ndarray, NormCache]:
     """Any op's forward pass: validate, pick a backend once, normalize, update running stats.
 
     ``option`` is the op's axis keyword (``channel_axis``, ``normalized_ndim`` or
-    ``num_groups``); the batch-norm keywords (``training`` and the running statistics) are
-    refused by ops without running statistics. See the op's public function for the rest.
+    ``num_groups``); the batch-norm keywords (``training``, the running statistics and
+    ``comm``) are refused by ops without running statistics, which ignore
+    ``skip_nonfinite``. See the op's public function for the rest.
     """
+    y, cache, _updated = forward_updating(
+        op, x, gamma, beta, eps=eps, bessel=bessel, backend=backend, training=training,
+        running_mean=running_mean, running_var=running_var, momentum=momentum,
+        skip_nonfinite=skip_nonfinite, comm=comm, **option,
+    )  # fmt: skip
+    return y, cache
+
+
+def forward_updating(
+    op: OpSpec | str,
+    x,
+    gamma,
+    beta=None,
+    *,
+    eps: float | None = None,
+    bessel: bool = False,
+    backend: str | None = None,
+    training: bool = True,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    momentum: float = 0.1,
+    skip_nonfinite: bool = True,
+    comm=None,
+    **option,
+) -> tuple[np.ndarray, NormCache, bool]:
+    """:func:`forward`, also saying whether the running statistics were updated (False in
+    eval mode, without running arrays, for an empty batch, and for a skipped non-finite
+    one), so a layer counts only the batches that went into its averages."""
     spec = get_op(op)
     unknown = set(option) - {spec.option}
     if unknown:
@@ -105,6 +133,7 @@ def forward(
         raise ValueError(f"{spec.name} has no Bessel-corrected variant: pass bessel=False")
     eps = v.check_eps(_default_eps(spec, x) if eps is None else eps)
     training = _check_flag("training", training)
+    skip_nonfinite = _check_flag("skip_nonfinite", skip_nonfinite)
 
     if not spec.running_stats:
         if not training or running_mean is not None or running_var is not None or comm:
@@ -112,14 +141,21 @@ def forward(
                 f"{spec.name} has no running statistics: training, running_mean, "
                 "running_var and comm are for batch_norm"
             )
+        if x.size == 0:
+            return (*_empty_forward(x, gamma, beta, layout, eps=eps, bessel=bessel), False)
         _check_count(spec, layout, training=True, bessel=bessel)
         chosen = backends.choose(backend, x.size, layout)
         y, cache, _ = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel)
-        return y, cache
+        return y, cache, False
 
-    momentum = v.check_momentum(momentum)
-    running_mean = v.check_running("running_mean", running_mean, layout.param_shape)
-    running_var = v.check_running("running_var", running_var, layout.param_shape)
+    # Eval mode reads the running statistics and ignores momentum: it accepts read-only
+    # arrays and any momentum, as PyTorch does.
+    if training:
+        momentum = v.check_momentum(momentum)
+    running_mean = v.check_running(
+        "running_mean", running_mean, layout.param_shape, written=training
+    )
+    running_var = v.check_running("running_var", running_var, layout.param_shape, written=training)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together, or neither")
     # The synchronized statistics live in the NumPy backend; so does everything small.
@@ -133,17 +169,80 @@ def forward(
             )
         stats = (running_mean, running_var)
         y, cache, _ = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel, stats=stats)
-        return y, cache
+        return y, cache, False
 
     if comm is None:  # with comm the count that matters is the global one, checked there
+        if x.size == 0:  # PyTorch: an empty output, the running statistics left alone
+            return (*_empty_forward(x, gamma, beta, layout, eps=eps, bessel=bessel), False)
         _check_count(spec, layout, training=True, bessel=bessel)
     y, cache, mom = chosen.forward(x, gamma, beta, layout, eps=eps, bessel=bessel, comm=comm)
+    updated = False
     if running_mean is not None:
         c = layout.param_shape
-        batch_mean = mom.mean.reshape(c)
-        unbiased_var = mom.m2.reshape(c) / (mom.count - 1)
-        running_mean[...] = (1.0 - momentum) * running_mean + momentum * batch_mean
-        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased_var
+        updated = update_running_stats(
+            running_mean, running_var, mom.mean.reshape(c), mom.m2.reshape(c) / (mom.count - 1),
+            momentum, skip_nonfinite=skip_nonfinite,
+        )  # fmt: skip
+    return y, cache, updated
+
+
+def update_running_stats(
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    batch_mean: np.ndarray,
+    unbiased_var: np.ndarray,
+    momentum: float,
+    *,
+    skip_nonfinite: bool = True,
+) -> bool:
+    """``running = (1 - momentum) * running + momentum * batch``, in place, for both arrays.
+
+    With ``skip_nonfinite`` (the default), an update that would leave NaN or Inf in either
+    array *in its own dtype* (a batch with NaN/Inf, or a float32 variance beyond 3.4e38) is
+    not made: both arrays keep their values, a :class:`NonFiniteStatisticsWarning` says
+    why, and the result is False. PyTorch makes the update regardless
+    (``skip_nonfinite=False``). Returns whether the arrays were written.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_mean = ((1.0 - momentum) * running_mean + momentum * batch_mean).astype(
+            running_mean.dtype, copy=False
+        )
+        new_var = ((1.0 - momentum) * running_var + momentum * unbiased_var).astype(
+            running_var.dtype, copy=False
+        )
+    if skip_nonfinite and not (np.all(np.isfinite(new_mean)) and np.all(np.isfinite(new_var))):
+        bad = (
+            "NaN/Inf"
+            if not np.all(np.isfinite(batch_mean) & np.isfinite(unbiased_var))
+            else (f"a running statistic beyond the range of {running_var.dtype}")
+        )
+        warnings.warn(
+            f"running statistics not updated: this batch gives {bad} (channels "
+            f"{_nonfinite_channels(new_mean, new_var)}); pass skip_nonfinite=False to update "
+            "them anyway, as PyTorch does",
+            NonFiniteStatisticsWarning,
+            stacklevel=3,
+        )
+        return False
+    running_mean[...] = new_mean
+    running_var[...] = new_var
+    return True
+
+
+def _nonfinite_channels(new_mean: np.ndarray, new_var: np.ndarray) -> str:
+    bad = np.flatnonzero(~(np.isfinite(new_mean) & np.isfinite(new_var)))
+    shown = ", ".join(str(int(i)) for i in bad[:5])
+    return shown + (f", ... ({bad.size} in all)" if bad.size > 5 else "")
+
+
+def _empty_forward(x, gamma, beta, layout: NormLayout, *, eps: float, bessel: bool):
+    """An input with no elements, as PyTorch: an empty y whose backward gives an empty dx
+    and zero dgamma/dbeta. With no values there are no statistics; the cache is that of
+    the affine map with mean 0 and variance 1 (there is nothing for them to scale)."""
+    stats = (np.zeros(layout.stats_shape), np.ones(layout.stats_shape))
+    y, cache, _ = backends.NUMPY.forward(
+        x, gamma, beta, layout, eps=eps, bessel=bessel, stats=stats
+    )
     return y, cache
 
 
@@ -177,6 +276,7 @@ def batch_norm_forward(
     channel_axis: int = 1,
     bessel: bool = False,
     backend: str | None = None,
+    skip_nonfinite: bool = True,
     comm=None,
 ) -> tuple[np.ndarray, NormCache]:
     """Batch normalization: per-channel statistics over the batch and spatial axes.
@@ -199,6 +299,10 @@ def batch_norm_forward(
             Numba's fused kernels for arrays of 32768 elements or more when Numba is
             installed, else NumPy), ``"numpy"`` or ``"numba"`` (``pip install
             'normgrad[fast]'``). The backward uses the backend its cache was made with.
+        skip_nonfinite: True (default): a training batch whose statistics are NaN/Inf, or
+            that would make a running statistic NaN/Inf in its dtype, leaves the running
+            arrays as they were and warns (:class:`normgrad.errors.NonFiniteStatisticsWarning`).
+            This goes beyond PyTorch, which updates them regardless (False).
         comm: an mpi4py communicator for synchronized batch norm (data-parallel): the
             statistics are those of the concatenation of every rank's x (ranks may hold
             different N, even 0), in one collective per pass; the running statistics come
@@ -208,7 +312,10 @@ def batch_norm_forward(
 
     Returns:
         ``(y, cache)``: y with x's shape and dtype, and the :class:`NormCache` for
-        :func:`batch_norm_backward` or :func:`batch_norm_backward_staged`.
+        :func:`batch_norm_backward` or :func:`batch_norm_backward_staged`. An empty x
+        (N = 0, or no spatial elements) gives an empty y, as PyTorch: its backward gives an
+        empty dx and zero dgamma/dbeta, and the running statistics are not touched. Eval
+        mode only reads the running arrays (read-only ones are fine) and ignores momentum.
 
     Raises:
         ValueError: bad shapes or values, or one value per channel when training (or with
@@ -218,7 +325,7 @@ def batch_norm_forward(
     return forward(
         BATCH_NORM, x, gamma, beta, training=training, running_mean=running_mean,
         running_var=running_var, momentum=momentum, eps=eps, channel_axis=channel_axis,
-        bessel=bessel, backend=backend, comm=comm,
+        bessel=bessel, backend=backend, skip_nonfinite=skip_nonfinite, comm=comm,
     )  # fmt: skip
 
 

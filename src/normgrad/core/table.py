@@ -185,6 +185,13 @@ class OpSpec:
 
         return ops.backward(self, dy, cache)
 
+    def double_backward(self, dy, cache, ddx=None, ddgamma=None, ddbeta=None):
+        """``(grad_x, grad_gamma, grad_dy)`` of ``<ddx, dx> + <ddgamma, dgamma> + <ddbeta,
+        dbeta>``: the second derivatives in closed form (:mod:`normgrad.core.double_backward`)."""
+        from normgrad.core.double_backward import double_backward
+
+        return double_backward(dy, cache, ddx, ddgamma, ddbeta, op=self.name)
+
     def backward_staged(self, dy, cache, *, return_steps: bool = False):
         """``(dx, dgamma, dbeta[, steps])`` through the staged graph."""
         from normgrad.core.staged import staged_backward

@@ -97,8 +97,11 @@ def check_param(name: str, p: object, shape: tuple[int, ...], what: str) -> np.n
     return arr
 
 
-def check_running(name: str, r: object, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Validate a running-statistics array, which will be updated in place."""
+def check_running(
+    name: str, r: object, shape: tuple[int, ...], *, written: bool = True
+) -> np.ndarray | None:
+    """Validate a running-statistics array; ``written``: it will be updated in place (in
+    training mode), so it must be writeable. Eval mode only reads it."""
     if r is None:
         return None
     if not isinstance(r, np.ndarray):
@@ -108,7 +111,7 @@ def check_running(name: str, r: object, shape: tuple[int, ...]) -> np.ndarray | 
     as_float_array(name, r)
     if r.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (one value per channel); got {r.shape}")
-    if not r.flags.writeable:
+    if written and not r.flags.writeable:
         raise ValueError(f"{name} must be writeable: it is updated in place in training mode")
     return r
 

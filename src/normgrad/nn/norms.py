@@ -21,7 +21,9 @@ running + momentum * batch`` (momentum weights the *new* batch; CS231n's ``momen
 is ``0.1`` here), the running variance is the unbiased one, and ``momentum=None`` keeps a
 cumulative average over the batches counted in ``num_batches_tracked``. A layer changes
 its running statistics only after the op has accepted the input, so a refused batch
-leaves every buffer as it was.
+leaves every buffer as it was. An empty batch gives an empty output and is not counted;
+a batch with NaN/Inf statistics leaves the running statistics as they were, is not
+counted, and warns (``skip_nonfinite=False``: PyTorch's behaviour, which updates them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from normgrad.core import validate
 from normgrad.core.cache import NormCache
+from normgrad.core.ops import forward_updating, update_running_stats
 from normgrad.core.table import (
     BATCH_NORM,
     GROUP_NORM,
@@ -142,11 +145,17 @@ class _RunningStatsNorm(_Norm):
     ``running = (1 - momentum) * running + momentum * batch``; None: cumulative average.
     """
 
-    def __init__(self, num_features, *, eps, momentum, affine, track_running_stats, dtype):
+    def __init__(
+        self, num_features, *, eps, momentum, affine, track_running_stats, dtype, skip_nonfinite,
+        bias=True,
+    ):  # fmt: skip
         num_features = validate.check_positive_int("num_features", num_features)
-        super().__init__((num_features,), scale=affine, shift=affine, eps=eps, dtype=dtype)
-        self.num_features, self.affine = num_features, bool(affine)
+        shift = affine and bias  # PyTorch's bias=False: a scale without a shift
+        super().__init__((num_features,), scale=affine, shift=shift, eps=eps, dtype=dtype)
+        self.num_features, self.affine, self.bias = num_features, bool(affine), bool(bias)
         self.momentum = _momentum(momentum)
+        # Beyond PyTorch: a NaN/Inf batch does not poison the running statistics.
+        self.skip_nonfinite = bool(skip_nonfinite)
         self._track_running_stats = bool(track_running_stats)
         self._frozen = False
         if track_running_stats:
@@ -243,10 +252,11 @@ class _RunningStatsNorm(_Norm):
         return "x.shape[1]"
 
     def _describe(self) -> str:
-        return (
+        text = (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+        return text if self.bias else f"{text}, bias=False"
 
 
 class BatchNorm(_RunningStatsNorm):
@@ -254,7 +264,7 @@ class BatchNorm(_RunningStatsNorm):
 
     x is ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ... with ``C = num_features`` on
     ``channel_axis`` (default 1; -1 for channels-last); gamma, beta and the running
-    statistics are ``(C,)``.
+    statistics are ``(C,)`` (``bias=False``: gamma without beta, as PyTorch).
 
     Running statistics follow PyTorch: ``running = (1 - momentum) * running + momentum *
     batch`` (``momentum``, default 0.1, weights the *new* batch), with the unbiased batch
@@ -287,10 +297,13 @@ class BatchNorm(_RunningStatsNorm):
         channel_axis: int = 1,
         dtype=np.float64,
         comm=None,
+        skip_nonfinite: bool = True,
+        bias: bool = True,
     ):
         super().__init__(
             num_features, eps=eps, momentum=momentum, affine=affine,
-            track_running_stats=track_running_stats, dtype=dtype,
+            track_running_stats=track_running_stats, dtype=dtype, skip_nonfinite=skip_nonfinite,
+            bias=bias,
         )  # fmt: skip
         self.channel_axis = channel_axis
         self.comm = comm  # an mpi4py communicator: synchronized batch norm in training
@@ -308,13 +321,15 @@ class BatchNorm(_RunningStatsNorm):
             return self.op, y, cache
         if self.training and self.comm is not None:
             options["comm"] = self.comm
-        update = self._updates_running_stats()
-        if update:
-            options |= {**self._running(), "momentum": self._batch_weight()}
+        if self._updates_running_stats():
+            options |= {
+                **self._running(), "momentum": self._batch_weight(),
+                "skip_nonfinite": self.skip_nonfinite,
+            }  # fmt: skip
         # The op validates everything before it writes the running statistics; the batch
-        # is counted only once the op has accepted it.
-        y, cache = self.op.forward(x, gamma, beta, **options)
-        if update:
+        # is counted only if the op updated them (not for an empty or a skipped batch).
+        y, cache, updated = forward_updating(self.op, x, gamma, beta, **options)
+        if updated:
             self._buffers["num_batches_tracked"] += 1
         return self.op, y, cache
 
@@ -353,10 +368,13 @@ class InstanceNorm(_RunningStatsNorm):
         affine: bool = False,
         track_running_stats: bool = False,
         dtype=np.float64,
+        skip_nonfinite: bool = True,
+        bias: bool = True,
     ):
         super().__init__(
             num_features, eps=eps, momentum=momentum, affine=affine,
-            track_running_stats=track_running_stats, dtype=dtype,
+            track_running_stats=track_running_stats, dtype=dtype, skip_nonfinite=skip_nonfinite,
+            bias=bias,
         )  # fmt: skip
 
     def _normalize(self, x, gamma, beta):
@@ -368,7 +386,7 @@ class InstanceNorm(_RunningStatsNorm):
             )
             return BATCH_NORM, y, cache
         y, cache = self.op.forward(x, gamma, beta, eps=self.eps)
-        if self._updates_running_stats():
+        if self._updates_running_stats() and x.size:  # an empty batch has no statistics
             self._update_running_stats(cache)
         return self.op, y, cache
 
@@ -379,11 +397,12 @@ class InstanceNorm(_RunningStatsNorm):
         m = cache.count
         batch_mean = cache.mean.reshape(n, c).mean(axis=0)
         batch_var = (cache.var.reshape(n, c) * (m / (m - 1))).mean(axis=0)  # unbiased
-        weight = self._batch_weight()
-        for name, batch in (("running_mean", batch_mean), ("running_var", batch_var)):
-            running = self._buffers[name]
-            running[...] = (1.0 - weight) * running + weight * batch
-        self._buffers["num_batches_tracked"] += 1
+        running = self._running()
+        if update_running_stats(
+            running["running_mean"], running["running_var"], batch_mean, batch_var,
+            self._batch_weight(), skip_nonfinite=self.skip_nonfinite,
+        ):  # fmt: skip
+            self._buffers["num_batches_tracked"] += 1
 
     def extra_repr(self) -> str:
         return self._describe()
@@ -392,17 +411,21 @@ class InstanceNorm(_RunningStatsNorm):
 class GroupNorm(_Norm):
     """Group norm of ``(N, C, *spatial)``, ``C = num_channels``: the channels split into
     ``num_groups`` consecutive groups, statistics per (sample, group), per-channel affine
-    gamma and beta ``(C,)`` (``affine=False``: none). No running statistics."""
+    gamma and beta ``(C,)`` (``affine=False``: none; ``bias=False``: gamma only, as
+    PyTorch). No running statistics."""
 
     op = GROUP_NORM
 
-    def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True, dtype=np.float64):
+    def __init__(
+        self, num_groups, num_channels, *, eps=1e-5, affine=True, bias=True, dtype=np.float64
+    ):
         num_groups = validate.check_positive_int("num_groups", num_groups)
         num_channels = validate.check_positive_int("num_channels", num_channels)
         if num_channels % num_groups:
             raise ValueError(f"num_groups={num_groups} must divide num_channels={num_channels}")
-        super().__init__((num_channels,), scale=affine, shift=affine, eps=eps, dtype=dtype)
+        super().__init__((num_channels,), scale=affine, shift=affine and bias, eps=eps, dtype=dtype)
         self.num_groups, self.num_channels, self.affine = num_groups, num_channels, bool(affine)
+        self.bias = bool(bias)
 
     def _option(self):
         return {"num_groups": self.num_groups}
@@ -414,7 +437,8 @@ class GroupNorm(_Norm):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        text = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return text if self.bias else f"{text}, bias=False"
 
 
 class _TrailingNorm(_Norm):

@@ -137,3 +137,63 @@ def reference(
         None if gt is None else out(gt.grad),
         None if bt is None else out(bt.grad),
     )
+
+
+def double_backward_reference(
+    op: OpSpec | str,
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    dy: np.ndarray,
+    ddx: np.ndarray | None,
+    ddgamma: np.ndarray | None,
+    ddbeta: np.ndarray | None,
+    *,
+    eps: float | None = None,
+    bessel: bool = False,
+    training: bool = True,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    **option,
+):
+    """PyTorch's double backward: ``(grad_x, grad_gamma, grad_dy)`` of ``<ddx, dx> +
+    <ddgamma, dgamma> + <ddbeta, dbeta>``, by ``torch.autograd.grad`` over a first backward
+    taken with ``create_graph=True`` (None cotangents count as zero; grad_gamma is None
+    without gamma). The counterpart of :func:`normgrad.double_backward`."""
+    torch = _torch()
+    spec = get_op(op)
+    eps = spec.default_eps if eps is None else eps
+
+    def leaf(a):
+        return None if a is None else torch.tensor(np.ascontiguousarray(a), requires_grad=True)
+
+    xt, gt, bt, dyt = leaf(x), leaf(gamma), leaf(beta), leaf(dy)
+    if bessel and training:
+        yt = _bessel(torch, xt, gt, bt, spec.layout(x.shape, **option), eps)
+    else:
+        stats = [None if r is None else torch.tensor(r) for r in (running_mean, running_var)]
+        yt = functional(spec, xt, gt, bt, eps=eps, training=training, running_mean=stats[0],
+                        running_var=stats[1], **option)  # fmt: skip
+    wrt = [t for t in (xt, gt, bt) if t is not None]
+    firsts = torch.autograd.grad(yt, wrt, dyt, create_graph=True, allow_unused=True)
+    cotangents = dict(zip((id(xt), id(gt), id(bt)), (ddx, ddgamma, ddbeta), strict=True))
+    outputs, weights = [], []
+    for t, first in zip(wrt, firsts, strict=True):
+        cot = cotangents[id(t)]
+        if cot is not None and first is not None and first.requires_grad:
+            outputs.append(first)
+            weights.append(torch.tensor(np.ascontiguousarray(cot)))
+    inputs = [t for t in (xt, gt, dyt) if t is not None]
+    if outputs:
+        seconds = torch.autograd.grad(outputs, inputs, weights, allow_unused=True)
+    else:
+        seconds = [None] * len(inputs)
+    by_input = dict(zip((id(t) for t in inputs), seconds, strict=True))
+
+    def out(t, like):
+        if t is None:
+            return None
+        grad = by_input[id(t)]
+        return np.zeros(like.shape) if grad is None else grad.detach().numpy()
+
+    return out(xt, x), out(gt, gamma), out(dyt, dy)

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from normgrad.data import Dataset, Split, load_dataset
-from normgrad.errors import ConfigError
+from normgrad.errors import ConfigError, NonFiniteStatisticsWarning
 from normgrad.io import atomic_write
 from normgrad.nn import SGD, Adam, FullyConnectedNet, softmax_cross_entropy
 from normgrad.progress import progress_bar
@@ -40,12 +41,21 @@ from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or Inf; the last good checkpoint is left as it was.
+    """The loss, the parameters or the running statistics became NaN or Inf; the last good
+    checkpoint is left as it was.
 
     ``checkpoint_kept`` says whether the run directory holds one (set by :meth:`Trainer.run`).
     """
 
     checkpoint_kept = False
+
+
+def _nonfinite_buffer(model) -> str | None:
+    """The name of the first buffer (running statistic) holding NaN/Inf, or None."""
+    for name, value in model.buffers().items():
+        if not np.all(np.isfinite(value)):
+            return name
+    return None
 
 
 def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnectedNet:
@@ -172,6 +182,9 @@ class Trainer:
         params = self.model.parameters()
         if not all(np.all(np.isfinite(p)) for p in params.values()):
             raise TrainingDiverged(f"parameters became NaN/Inf by step {self.step}")
+        bad = _nonfinite_buffer(self.model)
+        if bad:
+            raise TrainingDiverged(f"running statistic {bad} became NaN/Inf by step {self.step}")
         if self.rank == 0:
             save_atomic(self.checkpoint_path, self._state())
 
@@ -267,7 +280,18 @@ class Trainer:
         if self.comm is not None:
             idx = np.array_split(idx, self.world)[self.rank]  # this rank's slice
         x, y = self.train_split.x[idx], self.train_split.y[idx]
-        scores = self.model.forward(x)
+        # A batch whose statistics are NaN/Inf (the norm layers then keep their running
+        # statistics and warn) ends the run as a NaN/Inf loss does; so do running statistics
+        # made non-finite by a layer built with skip_nonfinite=False.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NonFiniteStatisticsWarning)
+            try:
+                scores = self.model.forward(x)
+            except NonFiniteStatisticsWarning as exc:
+                raise TrainingDiverged(f"at step {step + 1}, {exc}") from None
+        bad = _nonfinite_buffer(self.model)
+        if bad:
+            raise TrainingDiverged(f"running statistic {bad} became NaN/Inf at step {step + 1}")
         if len(idx):
             loss, dscores = softmax_cross_entropy(scores, y)
         else:  # a rank with no samples this step still takes part in every collective
