@@ -111,18 +111,36 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    """``--timeout``'s value: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+
     from normgrad.learn import grader
 
+    for option, dest in (("--json", args.json), ("--gradescope", args.gradescope)):
+        if dest:
+            _write_text(dest, "", option)  # fail now, not after grading
     try:
         path, name = grader.parse_target(args.target)
-        rows = grader.grade(path, name)
+        report = grader.grade(path, name, timeout=args.timeout)
     except grader.UsageError as exc:  # the grader's own usage errors: a file it cannot grade
         raise NormgradUsageError(str(exc)) from None
     if args.json:
-        _write_text(args.json, grader.rows_to_json(rows), "--json")
-    print(grader.format_rows(rows))
-    return 1 if any(not r.passed for r in rows) else 0
+        _write_text(args.json, report.json(), "--json")
+    if args.gradescope:
+        _write_text(args.gradescope, json.dumps(report.gradescope(), indent=2), "--gradescope")
+    print(report.text(verbose=args.verbose))
+    return 0 if report.passed else 1
 
 
 def _train_config(args: argparse.Namespace):
@@ -426,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="FILE.py[:NAME]", help="the learner's module")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument(
+        "--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE"
+    )
+    p.add_argument(
+        "--timeout", type=_positive_seconds, default=10.0, metavar="S",
+        help="seconds each call of a learner's function may take (default: 10)",
+    )  # fmt: skip
+    p.add_argument("--verbose", action="store_true", help="also print the per-case table")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
