@@ -472,12 +472,16 @@ def test_mode_variants(
     g, b = gamma.reshape(bc), beta.reshape(bc)
     xc = x - running_mean.reshape(bc)
     rv = running_var.reshape(bc)
-    return {
+    right = g * xc / np.sqrt(rv + eps) + b
+    variants = {
         "test_eps_outside_sqrt": [g * xc / (np.sqrt(rv) + eps) + b],
         "test_affine_missing": [xc / np.sqrt(rv + eps)],
         "test_batch_stats": [normalize_forward(x, gamma, beta, layout, eps=eps)[0]],
         "test_sqrt_missing": [g * xc / (rv + eps) + b],
     }
+    if x.ndim == 4:  # the spatial layer's reshape slip, in test mode too
+        variants["reshape_not_transposed_back"] = [right.transpose(0, 2, 3, 1).reshape(x.shape)]
+    return variants
 
 
 def running_variants(

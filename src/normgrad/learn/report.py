@@ -45,7 +45,7 @@ class Row:
         diagnosis: the mistake it looks like, in words.
         mistake: that mistake's short name, for autograders.
         group: rows with the same group say the same thing (reported once, with their cases).
-        got, expected: the first values of each, for a wrong value.
+        got, expected, index: for a wrong value, where it is furthest from the reference.
     """
 
     function: str
@@ -60,6 +60,7 @@ class Row:
     group: str = ""
     got: str = ""
     expected: str = ""
+    index: str = ""
     value: object = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
@@ -85,7 +86,7 @@ class Finding:
         if self.mistake:
             m = MISTAKES[self.mistake]
             return f"looks like {m.title} ({self.where}): {m.description}"
-        return f"{self.text} ({self.where})"
+        return f"{self.text} ({self.where})" if self.where else self.text
 
 
 def _cases_text(cases: list[str], n_cases: int) -> str:
@@ -136,9 +137,9 @@ class FunctionReport:
         if verdict == "pass":
             headline = "pass"
         elif verdict == "depends":
-            headline = f"fix {forward} first (it is wrong on every case this depends on)"
-            if len(failed_cases) < n_cases:
-                headline = f"fix {forward} first (this fails only where {forward} is wrong)"
+            headline = f"fix {forward} first"
+        elif verdict == "not implemented":
+            headline = verdict
         elif verdict == "not graded":
             headline = "not graded" + (f": {rows[0].message}" if rows else "")
         else:
@@ -154,16 +155,18 @@ class FunctionReport:
             detail = first.message if first.diagnosis and first.message else ""
             findings.append(Finding(text, cases, first.mistake, detail))
         depends = list(dict.fromkeys(r.case for r in failing if r.status == "depends"))
-        if depends and own:
-            findings.append(Finding(f"depends on {forward}, which is wrong there", depends))
+        if depends:
+            text = f"graded through {forward}'s cache, and {forward} is wrong there"
+            findings.append(Finding(text, depends))
         for f in findings:
-            f.where = _cases_text(f.cases, n_cases)
+            f.where = _cases_text(f.cases, n_cases) if f.cases != ["-"] else ""
         numbers = next((r for r in own if r.got), None)
         first_failure = ""
         if numbers is not None:
             first_failure = (
-                f"first failure: case {numbers.case}, {numbers.output}: relative error "
-                f"{numbers.error:.1e}; got {numbers.got}, expected {numbers.expected}"
+                f"first failure: case {numbers.case}, {numbers.output}{numbers.index} = "
+                f"{numbers.got}, expected {numbers.expected} (relative error "
+                f"{numbers.error:.1e})"
             )
         return cls(name, verdict, headline, findings, first_failure, list(notes), rows)
 
