@@ -47,7 +47,7 @@ from normgrad.core.table import OpSpec, get_op
 from normgrad.errors import NormgradUsageError
 from normgrad.gradcheck import max_rel_error, within
 from normgrad.learn import isolation, mistakes
-from normgrad.learn.report import FunctionReport, Report, Row, format_rows
+from normgrad.learn.report import FunctionReport, Report, Row, format_rows, name_mistake
 
 #: A result passes at this normwise relative error (float64 implementations reach ~1e-12).
 RTOL = 1e-7
@@ -519,27 +519,39 @@ def _match(value: np.ndarray, cand) -> float:
 
 
 def _diagnose(rows: list[Row], variants: Callable[[], dict[str, list[dict]]]) -> None:
-    """Name the known mistake whose outputs match the failing rows' values best, if one
-    matches; ``variants`` is called only when there is something to diagnose."""
-    failed = [r for r in rows if not r.passed and getattr(r, "value", None) is not None]
+    """Name the known mistakes whose outputs match the failing rows' values to rounding;
+    ``variants`` is called only when there is something to diagnose. Every match is kept,
+    in the catalogue's order (a case can be ambiguous: with G = C, grouping G channels
+    is ignoring the groups); the report picks the one the function's other cases agree on."""
+    failed = [r for r in rows if not r.passed and r.value is not None]
     if not failed:
         return
-    best = (np.inf, "")
+    matches = []
     for name, candidates in variants().items():
+        if name in matches:
+            continue
         for cand in candidates:
-            err = max(_match(r.value, cand[r.output]) for r in failed)
-            if err < best[0]:
-                best = (err, name)
-    err, name = best
+            if max(_match(r.value, cand[r.output]) for r in failed) <= MATCH_RTOL:
+                matches.append(name)
+                break
     for r in failed:
-        if name and err <= MATCH_RTOL:
-            m = mistakes.MISTAKES[name]
-            r.mistake, r.diagnosis = name, f"looks like {m.title}: {m.description}"
-            r.group = f"mistake:{name}"
+        if matches:
+            r.candidates = matches
+            name_mistake(r, matches[0])
             r.status = "wrong values"  # a mistake's values, whatever their shape
         elif r.status == "wrong values":
             r.diagnosis = f"{r.output}: matches none of the known mistakes"
             r.group = f"none:{r.output}"
+
+
+def _also_wrong(rows: list[Row]) -> None:
+    """On a case where one output has a named mistake, the outputs that match nothing are
+    most likely its consequences (running statistics from the same wrong statistics)."""
+    if any(r.mistake for r in rows):
+        for r in rows:
+            if r.group.startswith("none:"):
+                r.diagnosis = f"{r.output} is wrong too, likely from the same mistake"
+                r.group = f"also:{r.output}"
 
 
 # --------------------------------------------------------------------------- grading
@@ -705,6 +717,7 @@ class _FamilyGrader:
         if fam.op.running_stats:
             rows += self._running(case, inp, param)
             rows += self._test_mode(case, inp)
+        _also_wrong(rows)
         return _ForwardResult(rows, isolation.fresh(cache), True, row.passed)
 
     def _row(self, case: Case, row: Row, function: str | None = None) -> Row:

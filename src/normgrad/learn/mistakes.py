@@ -381,12 +381,13 @@ def _spatial_variants(layout: NormLayout, x, g, b, eps) -> dict[str, list[np.nda
     c = x.shape[1]
     named = {(0,): "spatial_per_position", (1, 2, 3): "spatial_per_sample"}
     named[(2, 3)] = "spatial_per_sample"
-    variants: dict[str, list[np.ndarray]] = {}
+    variants: dict[str, list[np.ndarray]] = {name: [] for name in named.values()}
+    variants["wrong_axes"] = []  # last: a named mistake is the likelier reading of a tie
     for k in range(1, 5):
         for axes in itertools.combinations(range(4), k):
             if axes != layout.reduce_axes:
                 name = named.get(axes, "wrong_axes")
-                variants.setdefault(name, []).append(_normalize_over(x, g, b, axes, eps))
+                variants[name].append(_normalize_over(x, g, b, axes, eps))
     right = _normalize_over(x, g, b, layout.reduce_axes, eps)
     flat = x.reshape(-1, c)  # no transpose first: every row mixes channels
     variants["reshape_not_transposed_back"] = [right.transpose(0, 2, 3, 1).reshape(x.shape)]
@@ -479,8 +480,11 @@ def test_mode_variants(
         "test_batch_stats": [normalize_forward(x, gamma, beta, layout, eps=eps)[0]],
         "test_sqrt_missing": [g * xc / (rv + eps) + b],
     }
-    if x.ndim == 4:  # the spatial layer's reshape slip, in test mode too
+    if x.ndim == 4:  # the spatial layer's reshape slips, in test mode too
+        c = x.shape[1]
         variants["reshape_not_transposed_back"] = [right.transpose(0, 2, 3, 1).reshape(x.shape)]
+        flat = (x.reshape(-1, c) - running_mean) / np.sqrt(running_var + eps) * gamma + beta
+        variants["reshape_without_transpose"] = [flat.reshape(x.shape)]
     return variants
 
 

@@ -61,14 +61,22 @@ class Row:
     got: str = ""
     expected: str = ""
     index: str = ""
+    candidates: list[str] = field(default_factory=list)  # every mistake that matches
     value: object = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        del d["value"], d["group"]
+        del d["value"], d["group"], d["candidates"]
         if d["error"] is not None and not np.isfinite(d["error"]):
             d["error"] = None
         return d
+
+
+def name_mistake(row: Row, name: str) -> None:
+    """Say on ``row`` that it looks like the mistake ``name``."""
+    m = MISTAKES[name]
+    row.mistake, row.diagnosis = name, f"looks like {m.title}: {m.description}"
+    row.group = f"mistake:{name}"
 
 
 @dataclass
@@ -125,6 +133,11 @@ class FunctionReport:
     @classmethod
     def from_rows(cls, name, rows, notes, *, forward: str, n_cases: int) -> FunctionReport:
         failing = [r for r in rows if not r.passed]
+        # An ambiguous case is named as the function's other cases are.
+        votes = Counter(c for r in failing for c in r.candidates)
+        for r in failing:
+            if len(r.candidates) > 1:
+                name_mistake(r, max(r.candidates, key=lambda c: (votes[c], -r.candidates.index(c))))
         own = [r for r in failing if r.status != "depends"]
         if not rows:
             verdict = "not graded"
