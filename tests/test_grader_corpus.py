@@ -183,3 +183,26 @@ def test_a_fifteen_function_file_is_graded_in_under_two_seconds(tmp_path):
     # 15 functions, 11 of them graded (the course's 9, RMS norm's 2)
     assert len(report.functions) == 11 and report.passed, report.text()
     assert elapsed < 2.0, f"{elapsed:.2f} s"
+
+
+def test_verbose_adds_the_per_case_table(capsys):
+    path = str(LEARNERS / "keepdims_habit.py")
+    assert cli.main(["check", path]) == 1
+    short = capsys.readouterr().out
+    assert cli.main(["check", path, "--verbose"]) == 1
+    long = capsys.readouterr().out
+    assert long.startswith(short.rstrip("\n")) and "rel error" in long and "rel error" not in short
+    # the diagnosis is said once per function, not once per case
+    assert " ".join(short.split()).count("likely keepdims=True") == 4  # 2 outputs x 2 backwards
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_timeout_is_one_line(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["check", str(LEARNERS / "template.py"), "--timeout", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1
+        and f"expected a positive number of seconds, got '{value}'" in err
+    )

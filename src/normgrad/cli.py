@@ -431,14 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="grade a learner's batchnorm_*/layernorm_*/spatial_*/rmsnorm_* functions",
         description=(
-            "Import FILE.py (a learner's layers.py in the CS231n API) and grade every\n"
-            "normalization function it defines, or just NAME with FILE.py:NAME: forwards\n"
-            "against the reference, backwards through the learner's own forward, over\n"
-            "several shapes, seeds, eps values and edge cases. Wrong results are matched\n"
-            "against known mistakes (Bessel's n/(n-1) where the biased gradient is due,\n"
-            "missing mean or variance path, unsummed dgamma/dbeta, eps outside the square\n"
-            "root, a flipped sign, the two gradients into x not added). Exits 1 if any\n"
-            "check fails, 2 if FILE cannot be graded."
+            "Import FILE.py (a learner's layers.py in the CS231n API, any course year) as\n"
+            "the course notebook would, and grade every normalization function it defines,\n"
+            "or just NAME with FILE.py:NAME: forwards (train mode, running statistics,\n"
+            "test mode) against the reference, backwards through the learner's own\n"
+            "forward, over several shapes, eps and momentum values and edge cases. One\n"
+            "verdict per function: pass, wrong values, wrong shape, crashed, timed out,\n"
+            "not implemented, or 'fix the forward first'. A wrong result is matched\n"
+            "against the mistakes students make (eps outside the square root at test time,\n"
+            "momentum ignored, spatial batch norm over the wrong axes, group norm grouping\n"
+            "the wrong channels, a missing variance path, ...) and named. Each call gets\n"
+            "fresh copies of its inputs and --timeout seconds; the report is always\n"
+            "printed (and written). Exits 1 if any function fails, 2 if FILE cannot be\n"
+            "graded."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

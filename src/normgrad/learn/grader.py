@@ -570,7 +570,7 @@ class _Learner:
         """One call; a function that timed out once is not run again (each case would
         cost the whole time limit)."""
         if name in self.timed_out:
-            return isolation.Outcome(None, "timed out", self.timed_out[name])
+            return isolation.Outcome(None, "timed out", "not run again after it timed out")
         outcome = isolation.call(
             self.functions[name], args, name=name, files=self.files, timeout=self.timeout
         )

@@ -90,12 +90,15 @@ def _raise_interrupted(signum, frame):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
-    """Raise LearnerTimeout in this thread's code after ``seconds``."""
+    """Raise LearnerTimeout in this thread's code after ``seconds``, and again every tenth
+    of that while it has not returned (learner code that catches every exception does not
+    get to run on)."""
+    again = max(seconds / 10, 0.01)
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         start = time.monotonic()
         old_alarm = signal.signal(signal.SIGALRM, _raise_timeout)
         old_int = signal.signal(signal.SIGINT, _raise_interrupted)
-        outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+        outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds, again)
         try:
             yield
         finally:
@@ -108,27 +111,31 @@ def _time_limit(seconds: float):
         return
     tid = threading.get_ident()
     lock = threading.Lock()
-    state = {"done": False, "fired": False}
+    done = threading.Event()
+    fired = []
 
-    def fire():
-        with lock:
-            if not state["done"]:
-                state["fired"] = True
+    def watch():
+        wait = seconds
+        while not done.wait(wait):
+            with lock:
+                if done.is_set():
+                    return
+                fired.append(True)
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(tid), ctypes.py_object(LearnerTimeout)
                 )
+            wait = again
 
-    watchdog = threading.Timer(seconds, fire)
-    watchdog.daemon = True
+    watchdog = threading.Thread(target=watch, daemon=True, name="normgrad-time-limit")
     watchdog.start()
     try:
         yield
     finally:
         with lock:
-            state["done"] = True
-            if state["fired"]:  # fired as the call returned: take back the pending exception
+            done.set()
+            if fired:  # fired as the call returned: take back a pending exception
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
-        watchdog.cancel()
+        watchdog.join()
 
 
 def call(fn, args: tuple, *, name: str, files: frozenset[str], timeout: float) -> Outcome:

@@ -151,7 +151,7 @@ class FunctionReport:
             headline = "pass"
         elif verdict == "depends":
             headline = f"fix {forward} first"
-        elif verdict == "not implemented":
+        elif verdict in ("not implemented", "timed out"):
             headline = verdict
         elif verdict == "not graded":
             headline = "not graded" + (f": {rows[0].message}" if rows else "")
