@@ -365,18 +365,43 @@ class LearnerPath:
         self.before = set(sys.modules)
         for root in reversed(self.pkg.roots):
             sys.path.insert(0, root)
+        _python2_builtins()
         return self.pkg
 
     def __exit__(self, *exc):
         for root in self.pkg.roots:
             if root in sys.path:
                 sys.path.remove(root)
-        roots = tuple(self.pkg.roots[:1])
-        for name in set(sys.modules) - self.before:
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if name == self.pkg.module_name or str(file).startswith(roots):
+        roots = tuple(self.pkg.roots)
+        for name in set(sys.modules) - self.before:  # only what grading imported
+            module = sys.modules[name]
+            places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+            ours = any(str(p).startswith(roots) for p in places)
+            if name == self.pkg.module_name or ours or name in _SHIMS:
                 del sys.modules[name]
         return False
+
+
+_SHIMS = ("past", "past.builtins")
+
+
+def _python2_builtins() -> None:
+    """Old course years' files import ``from past.builtins import xrange`` (the
+    ``future`` package); where it is not installed, the few names they use stand in."""
+    if "past" in sys.modules or importlib.util.find_spec("past") is not None:
+        return
+    import builtins
+    import functools
+    import types
+
+    past = types.ModuleType("past")
+    shim = types.ModuleType("past.builtins")
+    shim.__dict__.update(
+        xrange=range, basestring=str, unicode=str, long=int, raw_input=builtins.input,
+        reduce=functools.reduce,
+    )  # fmt: skip
+    past.builtins = shim
+    sys.modules["past"], sys.modules["past.builtins"] = past, shim
 
 
 # --------------------------------------------------------------------------- inputs
