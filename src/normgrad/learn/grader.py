@@ -152,7 +152,7 @@ class Family:
 def _bn_cases():
     return (
         Case("4x5", (4, 5)),
-        Case("10x8 seed 1", (10, 8), seed=1, momentum=0.7),
+        Case("10x8", (10, 8), seed=1, momentum=0.7),
         Case("N=2", (2, 4), seed=2, momentum=0.95),
         Case("D=1", (6, 1), seed=3),
         Case("large mean", (8, 3), seed=4, mean=1e4, momentum=0.8),
@@ -175,7 +175,7 @@ FAMILIES = {
         get_op("layer_norm"),
         (
             Case("4x5", (4, 5)),
-            Case("3x8 seed 1", (3, 8), seed=1),
+            Case("3x8", (3, 8), seed=1),
             Case("D=2", (5, 2), seed=2),
             Case("N=1", (1, 6), seed=3),
             Case("large mean", (4, 6), seed=4, mean=1e4),
@@ -220,7 +220,7 @@ FAMILIES = {
         get_op("rms_norm"),
         (
             Case("4x5", (4, 5)),
-            Case("3x8 seed 1", (3, 8), seed=1),
+            Case("3x8", (3, 8), seed=1),
             Case("N=1", (1, 6), seed=2),
             Case("D=1", (5, 1), seed=3),
             Case("large values", (4, 6), seed=4, scale=1e4),
