@@ -206,3 +206,15 @@ def test_a_bad_timeout_is_one_line(value, capsys):
         len(err.splitlines()) == 1
         and f"expected a positive number of seconds, got '{value}'" in err
     )
+
+
+def test_a_file_that_cannot_be_graded_still_gets_its_reports(tmp_path, capsys):
+    bad = tmp_path / "layers.py"
+    bad.write_text("import numpy as np\nx = 1 / 0\n")
+    out, scope = tmp_path / "report.json", tmp_path / "results.json"
+    assert cli.main(["check", str(bad), "--json", str(out), "--gradescope", str(scope)]) == 2
+    err = capsys.readouterr().err
+    assert "failed to import: ZeroDivisionError" in err
+    assert "ZeroDivisionError" in json.loads(out.read_text())["error"]
+    results = json.loads(scope.read_text())
+    assert results["score"] == 0.0 and "ZeroDivisionError" in results["output"]

@@ -134,6 +134,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         path, name = grader.parse_target(args.target)
         report = grader.grade(path, name, timeout=args.timeout)
     except grader.UsageError as exc:  # the grader's own usage errors: a file it cannot grade
+        # An autograder still gets a report that says why (score 0), not an empty file.
+        if args.json:
+            failed = {"source": args.target, "passed": False, "error": str(exc)}
+            _write_text(args.json, json.dumps(failed | {"functions": [], "rows": []}), "--json")
+        if args.gradescope:
+            failed = {"score": 0.0, "output": str(exc), "tests": []}
+            _write_text(args.gradescope, json.dumps(failed, indent=2), "--gradescope")
         raise NormgradUsageError(str(exc)) from None
     if args.json:
         _write_text(args.json, report.json(), "--json")
