@@ -218,3 +218,38 @@ def test_a_file_that_cannot_be_graded_still_gets_its_reports(tmp_path, capsys):
     assert "ZeroDivisionError" in json.loads(out.read_text())["error"]
     results = json.loads(scope.read_text())
     assert results["score"] == 0.0 and "ZeroDivisionError" in results["output"]
+
+
+def test_writing_into_gamma_is_a_finding_and_changes_nothing_else(tmp_path):
+    """The learner's forward gets its own gamma; the reference and the other functions
+    never see what it wrote."""
+    path = tmp_path / "layers.py"
+    path.write_text(
+        "from normgrad import cs231n\n"
+        "from normgrad.cs231n import layernorm_forward\n"
+        "def batchnorm_forward(x, gamma, beta, bn_param):\n"
+        "    out, cache = cs231n.batchnorm_forward(x, gamma.copy(), beta, bn_param)\n"
+        "    gamma *= 2\n"
+        "    return out, cache\n"
+    )
+    report = grader.grade(path)
+    assert report.passed, report.text()
+    assert "finding: writes into its argument gamma" in " ".join(report.text().split())
+    assert not report["layernorm_forward"].notes
+
+
+def test_an_outer_timer_keeps_running(tmp_path):
+    """pytest-timeout and the like arm SIGALRM themselves: the grader gives their timer
+    back what is left of it."""
+    signal = pytest.importorskip("signal")
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer here")
+    old = signal.signal(signal.SIGALRM, lambda *a: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        grader.grade(LEARNERS / "runaway.py", "batchnorm_backward", timeout=0.2)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 20.0 < left < 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -329,7 +329,7 @@ def load_module(path: Path, timeout: float = DEFAULT_TIMEOUT):
         raise UsageError(f"{path} does not parse: {exc}") from None
     files = frozenset({str(pkg.path)})
     try:
-        with isolation._time_limit(timeout):
+        with isolation.time_limit(timeout):
             if pkg.package:
                 importlib.import_module(pkg.package)
             spec = importlib.util.spec_from_file_location(pkg.module_name, pkg.path)
@@ -873,7 +873,8 @@ class _FamilyGrader:
         return rows
 
 
-def _namespace_functions(ns: Mapping[str, object]) -> dict[str, Callable]:
+def gradable_functions(ns: Mapping[str, object]) -> dict[str, Callable]:
+    """The functions of ``ns`` (a module's or notebook's globals) the grader knows, by name."""
     return {n: ns[n] for n in GRADABLE if callable(ns.get(n))}
 
 
@@ -968,7 +969,7 @@ def grade(path: Path | str, only: str | None = None, *, timeout: float = DEFAULT
         raise UsageError(f"no such file: {path}")
     with LearnerPath(path) as pkg:
         module = load_module(path, timeout)
-        functions = _namespace_functions(vars(module))
+        functions = gradable_functions(vars(module))
         return grade_functions(
             functions, only=only, source=str(path), files=frozenset({str(pkg.path)}),
             timeout=timeout,

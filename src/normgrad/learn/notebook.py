@@ -42,13 +42,13 @@ def check(target=None, *, timeout: float = grader.DEFAULT_TIMEOUT) -> Report:
     if isinstance(target, str | Path):
         return grader.grade(Path(target), timeout=timeout)
     if isinstance(target, types.ModuleType):
-        functions = grader._namespace_functions(vars(target))
+        functions = grader.gradable_functions(vars(target))
         files = frozenset(filter(None, [getattr(target, "__file__", None)]))
         return grader.grade_functions(
             functions, source=target.__name__, files=files, timeout=timeout
         )
     if isinstance(target, Mapping):
-        functions = grader._namespace_functions(target)
+        functions = grader.gradable_functions(target)
         return grader.grade_functions(functions, source="", timeout=timeout)
     if callable(target):
         name = getattr(target, "__name__", "")
@@ -57,7 +57,7 @@ def check(target=None, *, timeout: float = grader.DEFAULT_TIMEOUT) -> Report:
                 f"{name or target!r} is not a function the grader knows; one of: "
                 f"{', '.join(grader.GRADABLE)} (a function is graded by its name)"
             )
-        functions = grader._namespace_functions(getattr(target, "__globals__", {}))
+        functions = grader.gradable_functions(getattr(target, "__globals__", {}))
         functions[name] = target
         return grader.grade_functions(functions, only=name, source="", timeout=timeout)
     raise grader.UsageError(
