@@ -267,12 +267,24 @@ _PYTHON2_SIGNS = (
 
 @dataclass
 class _Package:
-    """Where a learner's file sits: the directories put on sys.path while it is graded, and
-    the name it is imported under (``cs231n.layers`` inside a package, as the course
-    notebook imports it)."""
+    """Where a learner's file sits.
+
+    Attributes:
+        path: the file, resolved.
+        roots: put first on sys.path while it is graded (the package root, or the file's
+            folder, as the course notebook runs from the assignment's folder).
+        fallback: put last on sys.path (a loose file's grandparent folder, so that a
+            ``cs231n/`` folder without ``__init__.py`` imports as ``cs231n.layer_utils``
+            without shadowing anything installed); or None.
+        own: the learner's folder: modules grading imported from it are taken back.
+        module_name: the name it is imported under (``cs231n.layers`` inside a package).
+        package: the package it is in, or None.
+    """
 
     path: Path
     roots: list[str]
+    fallback: str | None
+    own: str
     module_name: str
     package: str | None
 
@@ -285,11 +297,12 @@ def _locate(path: Path) -> _Package:
         parts.insert(0, d.name)
         d = d.parent
     if parts:
-        return _Package(path, [str(d)], ".".join([*parts, path.stem]), ".".join(parts))
+        name, package = ".".join([*parts, path.stem]), ".".join(parts)
+        return _Package(path, [str(d)], None, str(d / parts[0]), name, package)
     # A loose file: its neighbours import as ``layer_utils``; a folder named like the
     # course's package (cs231n/ without __init__.py) imports as ``cs231n.layer_utils``.
-    roots = [str(path.parent), str(path.parent.parent)]
-    return _Package(path, roots, f"_normgrad_learner_{path.stem}", None)
+    name = f"_normgrad_learner_{path.stem}"
+    return _Package(path, [str(path.parent)], str(path.parent.parent), str(path.parent), name, None)
 
 
 def _missing_module(exc: ModuleNotFoundError, pkg: _Package) -> str:
@@ -363,20 +376,24 @@ class LearnerPath:
 
     def __enter__(self):
         self.before = set(sys.modules)
-        for root in reversed(self.pkg.roots):
-            sys.path.insert(0, root)
+        self.added = [r for r in self.pkg.roots if r not in sys.path]
+        sys.path[:0] = self.added
+        fallback = self.pkg.fallback
+        self.appended = fallback if fallback and fallback not in sys.path else None
+        if self.appended:
+            sys.path.append(self.appended)
         _python2_builtins()
         return self.pkg
 
     def __exit__(self, *exc):
-        for root in self.pkg.roots:
-            if root in sys.path:
+        for root in [*self.added, self.appended]:
+            if root and root in sys.path:
                 sys.path.remove(root)
-        roots = tuple(self.pkg.roots)
+        own = self.pkg.own.rstrip("/") + "/"
         for name in set(sys.modules) - self.before:  # only what grading imported
             module = sys.modules[name]
             places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
-            ours = any(str(p).startswith(roots) for p in places)
+            ours = any(f"{p}/".startswith(own) for p in places)
             if name == self.pkg.module_name or ours or name in _SHIMS:
                 del sys.modules[name]
         return False
@@ -654,7 +671,7 @@ class _FamilyGrader:
         return param
 
     def _call_forward(self, case: Case, inp: Inputs, mode: str, api=None):
-        """The learner's forward on fresh copies; (outcome, param, args given)."""
+        """The learner's forward on fresh copies: (its outcome, the param dict it was given)."""
         api = (api or self.api)(case.shape)
         args = [inp.x.copy(), inp.gamma.reshape(api).copy()]
         if self.fam.op.has_beta:
