@@ -785,7 +785,7 @@ class _FamilyGrader:
         _diagnose(
             rows,
             lambda: mistakes.running_variants(
-                inp.running_mean, inp.running_var, batch_mean, biased, ref.count, m
+                inp.running_mean, inp.running_var, batch_mean, biased, ref.count, m, case.eps
             ),
         )
         return rows

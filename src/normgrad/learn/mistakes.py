@@ -95,7 +95,26 @@ MISTAKES = {
             "dx was computed in (N*H*W, C) order and reshaped to (N, C, H, W) without "
             "transposing back: reshape to (N, H, W, C), then transpose(0, 3, 1, 2)",
         ),
+        Mistake(
+            "params_summed_wrong_axis",
+            "dgamma/dbeta summed over the wrong axis",
+            "dgamma and dbeta were summed over axis 1; they are summed over the batch "
+            "(axis 0), one value per feature, as gamma and beta are",
+        ),
+        Mistake(
+            "wrong_count",
+            "the wrong N in the backward",
+            "the closed form divides by the other axis's size (N where layer norm averages "
+            "over D, or D where batch norm averages over N): M is the number of values each "
+            "mean is taken over",
+        ),
         # ---- forward, train mode
+        Mistake(
+            "eps_missing",
+            "eps missing",
+            "x is divided by sqrt(var), without eps; it must be sqrt(var + eps) (eps keeps "
+            "a constant feature from dividing by zero)",
+        ),
         Mistake(
             "bessel_forward",
             "unbiased variance (N - 1) in the forward",
@@ -195,7 +214,26 @@ MISTAKES = {
             "at test time x is divided by running_var + eps; it must be divided by "
             "sqrt(running_var + eps)",
         ),
+        Mistake(
+            "test_eps_missing",
+            "eps missing at test time",
+            "at test time x is divided by sqrt(running_var); it must be "
+            "sqrt(running_var + eps), as in training",
+        ),
         # ---- running statistics
+        Mistake(
+            "running_var_of_std",
+            "running variance updated with the standard deviation",
+            "the running variance was updated with the batch's standard deviation "
+            "(sqrt(var + eps)); it keeps the variance itself, and test time takes the "
+            "square root",
+        ),
+        Mistake(
+            "running_var_with_eps",
+            "eps added to the running variance",
+            "the running variance was updated with var + eps; it keeps var itself (test "
+            "time adds eps under the square root)",
+        ),
         Mistake(
             "running_not_updated",
             "running statistics never updated",
@@ -344,6 +382,15 @@ def backward_variants(layout: NormLayout, x, gamma, beta, dy, eps) -> dict[str, 
     if layout.op == "batch_norm" and x.ndim == 4:
         not_back = closed().transpose(0, 2, 3, 1).reshape(x.shape)
         variants["reshape_not_transposed_back_dx"] = [(not_back, dgamma, dbeta)]
+    if x.ndim == 2:  # the other axis's sum, or its size, where this axis's is due
+        m_other = x.shape[1 - layout.reduce_axes[0]]
+        over = [np.sum(a, axis=1) for a in (dyw * xhat, dyw)]  # the parameters are per feature
+        variants["params_summed_wrong_axis"] = [
+            (closed(), over[0], None if beta is None else over[1])
+        ]
+        variants["wrong_count"] = [
+            (dx_of(r * (dxhat - (mean_term + var_term) / m_other)), dgamma, dbeta)
+        ]
     if layout.centered:
         dx1 = r * (dxhat - var_term / m)  # the path through xmu only
         variants |= {
@@ -420,6 +467,8 @@ def forward_variants(layout: NormLayout, x, gamma, beta, eps) -> dict[str, list[
     """Each known train-mode forward mistake's output for these inputs (gamma and beta of
     the op's parameter shape; beta None for an op without a shift)."""
     variants = {"eps_outside_sqrt": [_eps_outside(layout, x, gamma, beta, eps)]}
+    with np.errstate(all="ignore"):  # a constant group has variance 0
+        variants["eps_missing"] = [normalize_forward(x, gamma, beta, layout, eps=0.0)[0]]
     if layout.centered:
         variants |= {
             "bessel_forward": [normalize_forward(x, gamma, beta, layout, eps=eps, bessel=True)[0]],
@@ -479,6 +528,7 @@ def test_mode_variants(
         "test_affine_missing": [xc / np.sqrt(rv + eps)],
         "test_batch_stats": [normalize_forward(x, gamma, beta, layout, eps=eps)[0]],
         "test_sqrt_missing": [g * xc / (rv + eps) + b],
+        "test_eps_missing": [g * xc / np.sqrt(rv) + b],
     }
     if x.ndim == 4:  # the spatial layer's reshape slips, in test mode too
         c = x.shape[1]
@@ -489,7 +539,7 @@ def test_mode_variants(
 
 
 def running_variants(
-    old_mean, old_var, batch_mean, batch_var, count: int, momentum: float
+    old_mean, old_var, batch_mean, batch_var, count: int, momentum: float, eps: float
 ) -> dict[str, list[dict[str, np.ndarray]]]:
     """Each known mistake's ``{"running_mean", "running_var"}`` after one training step
     (every array of shape (C,); ``batch_var`` the biased batch variance over ``count``)."""
@@ -507,6 +557,11 @@ def running_variants(
         "momentum_reversed": [step(1 - momentum, batch_mean, batch_var)],
         "unbiased_running_var": [step(momentum, batch_mean, unbiased)],
     }
+    variants["running_var_of_std"] = [
+        step(momentum, batch_mean, np.sqrt(batch_var + eps)),
+        step(momentum, batch_mean, np.sqrt(batch_var)),
+    ]
+    variants["running_var_with_eps"] = [step(momentum, batch_mean, batch_var + eps)]
     if momentum != 0.9:
         variants["momentum_ignored"] = [
             step(0.9, batch_mean, batch_var),
