@@ -117,8 +117,11 @@ def test_the_report_is_always_written(tmp_path, capsys):
     out, scope = tmp_path / "report.json", tmp_path / "results.json"
     argv = ["check", str(LEARNERS / "runaway.py"), "--timeout", "0.5"]
     assert cli.main([*argv, "--json", str(out), "--gradescope", str(scope)]) == 1
-    text = capsys.readouterr().out
+    said = capsys.readouterr()
+    text = said.out
     assert "6 functions: 1 pass, 1 timed out, 2 crashed, 1 not implemented" in text
+    # the time-out is said on stderr when it happens, once
+    assert said.err.count("batchnorm_backward timed out after 0.5 s; stopped at runaway.py:2") == 1
     report = json.loads(out.read_text())
     verdicts = {f["function"]: f["verdict"] for f in report["functions"]}
     assert verdicts["batchnorm_backward"] == "timed out"

@@ -122,6 +122,11 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _say_at_once(message: str) -> None:
+    """A timeout, said when it happens: the report comes when grading ends."""
+    print(f"normgrad check: {message}", file=sys.stderr, flush=True)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     import json
 
@@ -132,7 +137,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             _write_text(dest, "", option)  # fail now, not after grading
     try:
         path, name = grader.parse_target(args.target)
-        report = grader.grade(path, name, timeout=args.timeout)
+        report = grader.grade(path, name, timeout=args.timeout, on_timeout=_say_at_once)
     except grader.UsageError as exc:  # the grader's own usage errors: a file it cannot grade
         # An autograder still gets a report that says why (score 0), not an empty file.
         if args.json:

@@ -607,6 +607,7 @@ class _Learner:
     files: frozenset[str]
     timeout: float
     timed_out: dict[str, str] = field(default_factory=dict)  # name -> its timeout message
+    on_timeout: Callable[[str], None] | None = None  # told at once (the report comes later)
 
     def call(self, name: str, args: tuple) -> isolation.Outcome:
         """One call; a function that timed out once is not run again (each case would
@@ -618,6 +619,8 @@ class _Learner:
         )
         if outcome.status == "timed out":
             self.timed_out[name] = outcome.message
+            if self.on_timeout is not None:
+                self.on_timeout(outcome.message)
         return outcome
 
 
@@ -911,8 +914,12 @@ def grade_functions(
     source: str = "",
     files: frozenset[str] = frozenset(),
     timeout: float = DEFAULT_TIMEOUT,
+    on_timeout: Callable[[str], None] | None = None,
 ) -> Report:
-    """Grade the gradable ``functions`` (name -> function), or just ``only``."""
+    """Grade the gradable ``functions`` (name -> function), or just ``only``.
+
+    ``files`` are the learner's own source files (tracebacks are trimmed to their lines);
+    ``on_timeout`` is called with the message as soon as a call times out."""
     if not isinstance(timeout, int | float) or not timeout > 0:
         raise UsageError(f"timeout must be a positive number of seconds; got {timeout!r}")
     functions = {n: f for n, f in functions.items() if n in GRADABLE and callable(f)}
@@ -934,6 +941,7 @@ def grade_functions(
             )
         names = list(functions)
     learner = _Learner(dict(functions), _files_of(functions, files), float(timeout))
+    learner.on_timeout = on_timeout
     rows: list[Row] = []
     notes: dict[str, list[str]] = {}
     interrupted = False
@@ -979,8 +987,15 @@ def _grade_family(fam: Family, wanted: list[str], learner: _Learner, notes) -> l
     return rows
 
 
-def grade(path: Path | str, only: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> Report:
-    """Grade every gradable function the file ``path`` defines (or just ``only``)."""
+def grade(
+    path: Path | str,
+    only: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_timeout: Callable[[str], None] | None = None,
+) -> Report:
+    """Grade every gradable function the file ``path`` defines (or just ``only``); see
+    :func:`grade_functions`."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
@@ -989,7 +1004,7 @@ def grade(path: Path | str, only: str | None = None, *, timeout: float = DEFAULT
         functions = gradable_functions(vars(module))
         return grade_functions(
             functions, only=only, source=str(path), files=frozenset({str(pkg.path)}),
-            timeout=timeout,
+            timeout=timeout, on_timeout=on_timeout,
         )  # fmt: skip
 
 
