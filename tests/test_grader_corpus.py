@@ -256,3 +256,14 @@ def test_an_outer_timer_keeps_running(tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_function_called_with_the_wrong_arguments_is_told_the_courses_api(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text(
+        "def spatial_groupnorm_forward(x, gamma, beta, gn_param):\n    return x, None\n"
+    )
+    report = grader.grade(path)
+    text = " ".join(report.text().split())
+    assert report["spatial_groupnorm_forward"].verdict == "crashed"
+    assert "the course calls it as spatial_groupnorm_forward(x, gamma, beta, G, gn_param)" in text

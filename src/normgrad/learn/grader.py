@@ -624,9 +624,28 @@ class _Learner:
         return outcome
 
 
-def _outcome_row(out: isolation.Outcome, output: str) -> Row:
-    group = f"{out.status}:{out.message.split(' (at ')[-1]}"
-    return Row("", "", output, None, False, out.status, out.message, group=group)
+def course_api(name: str) -> str:
+    """How the course calls ``name``: ``"batchnorm_forward(x, gamma, beta, bn_param)"``."""
+    fam = _family_of(name)
+    if name != fam.forward:
+        return f"{name}(dout, cache) -> ({', '.join(fam.grad_names)})"
+    param = {"layernorm": "ln_param", "spatial_groupnorm": "gn_param", "rmsnorm": "rn_param"}
+    key = next(k for k, f in FAMILIES.items() if f is fam)
+    args = [
+        "x",
+        "gamma",
+        *(["beta"] if fam.op.has_beta else []),
+        *(["G"] if fam.takes_groups else []),
+    ]
+    return f"{name}({', '.join([*args, param.get(key, 'bn_param')])}) -> (out, cache)"
+
+
+def _outcome_row(out: isolation.Outcome, output: str, name: str = "") -> Row:
+    message = out.message
+    if name and message.startswith(f"{name} raised TypeError") and " (at " not in message:
+        message += f"; the course calls it as {course_api(name)}"  # it failed at the call
+    group = f"{out.status}:{message.split(' (at ')[-1]}"
+    return Row("", "", output, None, False, out.status, message, group=group)
 
 
 def _unpack(value, names: tuple[str, ...], fn_name: str) -> tuple | str:
@@ -729,7 +748,7 @@ class _FamilyGrader:
         fam, inp = self.fam, _inputs(self.fam, case)
         outcome, param = self._call_forward(case, inp, "train")
         if not outcome.ok:
-            return _ForwardResult([self._row(case, _outcome_row(outcome, "out"))])
+            return _ForwardResult([self._row(case, _outcome_row(outcome, "out", fam.forward))])
         if _all_none(outcome.value):
             row = Row("", "", "out", None, False, "not implemented", f"{fam.forward} returns None")
             row.group = "not implemented"
@@ -796,7 +815,7 @@ class _FamilyGrader:
     def _test_mode(self, case: Case, inp: Inputs) -> list[Row]:
         outcome, _ = self._call_forward(case, inp, "test")
         if not outcome.ok:
-            return [self._row(case, _outcome_row(outcome, "out (test)"))]
+            return [self._row(case, _outcome_row(outcome, "out (test)", self.fam.forward))]
         pair = _unpack(outcome.value, ("out", "cache"), self.fam.forward)
         if isinstance(pair, str):
             row = Row("", "", "out (test)", None, False, "wrong values", pair, group=pair)
@@ -835,7 +854,7 @@ class _FamilyGrader:
                 "same cache, would get wrong values)",
             )
         if not outcome.ok:
-            rows = [self._row(case, _outcome_row(outcome, "grads"), name)]
+            rows = [self._row(case, _outcome_row(outcome, "grads", name), name)]
         elif _all_none(outcome.value):
             row = Row("", "", "grads", None, False, "not implemented", f"{name} returns None")
             row.group = "not implemented"
