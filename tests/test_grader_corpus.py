@@ -267,3 +267,9 @@ def test_a_function_called_with_the_wrong_arguments_is_told_the_courses_api(tmp_
     text = " ".join(report.text().split())
     assert report["spatial_groupnorm_forward"].verdict == "crashed"
     assert "the course calls it as spatial_groupnorm_forward(x, gamma, beta, G, gn_param)" in text
+
+
+def test_what_the_course_files_print_while_importing_is_not_in_the_report(capsys):
+    assert cli.main(["check", str(LEARNERS / "course_package" / "cs231n" / "layers.py")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("normgrad check:") and "try again" not in out
