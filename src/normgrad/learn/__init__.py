@@ -7,8 +7,9 @@ included; nothing in this package is written per op.
 - :mod:`normgrad.learn.explain`: the staged backward walked node by node (``normgrad explain``).
 - :mod:`normgrad.learn.graph`: the computational graph as DOT/SVG/PNG (``normgrad graph``).
 - :mod:`normgrad.learn.grader`: grades a learner's course-API functions (``normgrad check``),
-  naming the known mistakes of :mod:`normgrad.learn.mistakes`; each call isolated by
-  :mod:`normgrad.learn.isolation`; the result a :mod:`normgrad.learn.report`.
+  naming the known mistakes of :mod:`normgrad.learn.mistakes`; the file imported by
+  :mod:`normgrad.learn.loading`, each call isolated by :mod:`normgrad.learn.isolation`;
+  the result a :mod:`normgrad.learn.report`.
 - :mod:`normgrad.learn.notebook`: ``check`` and ``picture`` for a notebook
   (``from normgrad.learn import check, picture``).
 """
