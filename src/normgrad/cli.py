@@ -136,18 +136,48 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    """``--timeout``'s value: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _say_at_once(message: str) -> None:
+    """A timeout, said when it happens: the report comes when grading ends."""
+    print(f"normgrad check: {message}", file=sys.stderr, flush=True)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+
     from normgrad.learn import grader
 
+    for option, dest in (("--json", args.json), ("--gradescope", args.gradescope)):
+        if dest:
+            _write_text(dest, "", option)  # fail now, not after grading
     try:
         path, name = grader.parse_target(args.target)
-        rows = grader.grade(path, name)
+        report = grader.grade(path, name, timeout=args.timeout, on_timeout=_say_at_once)
     except grader.UsageError as exc:  # the grader's own usage errors: a file it cannot grade
+        # An autograder still gets a report that says why (score 0), not an empty file.
+        if args.json:
+            failed = {"source": args.target, "passed": False, "error": str(exc)}
+            _write_text(args.json, json.dumps(failed | {"functions": [], "rows": []}), "--json")
+        if args.gradescope:
+            failed = {"score": 0.0, "output": str(exc), "tests": []}
+            _write_text(args.gradescope, json.dumps(failed, indent=2), "--gradescope")
         raise NormgradUsageError(str(exc)) from None
     if args.json:
-        _write_text(args.json, grader.rows_to_json(rows), "--json")
-    print(grader.format_rows(rows))
-    return 1 if any(not r.passed for r in rows) else 0
+        _write_text(args.json, report.json(), "--json")
+    if args.gradescope:
+        _write_text(args.gradescope, json.dumps(report.gradescope(), indent=2), "--gradescope")
+    print(report.text(verbose=args.verbose))
+    return 0 if report.passed else 1
 
 
 def _train_config(args: argparse.Namespace):
@@ -459,19 +489,32 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="grade a learner's batchnorm_*/layernorm_*/spatial_*/rmsnorm_* functions",
         description=(
-            "Import FILE.py (a learner's layers.py in the CS231n API) and grade every\n"
-            "normalization function it defines, or just NAME with FILE.py:NAME: forwards\n"
-            "against the reference, backwards through the learner's own forward, over\n"
-            "several shapes, seeds, eps values and edge cases. Wrong results are matched\n"
-            "against known mistakes (Bessel's n/(n-1) where the biased gradient is due,\n"
-            "missing mean or variance path, unsummed dgamma/dbeta, eps outside the square\n"
-            "root, a flipped sign, the two gradients into x not added). Exits 1 if any\n"
-            "check fails, 2 if FILE cannot be graded."
+            "Import FILE.py (a learner's layers.py in the CS231n API, any course year) as\n"
+            "the course notebook would, and grade every normalization function it defines,\n"
+            "or just NAME with FILE.py:NAME: forwards (train mode, running statistics,\n"
+            "test mode) against the reference, backwards through the learner's own\n"
+            "forward, over several shapes, eps and momentum values and edge cases. One\n"
+            "verdict per function: pass, wrong values, wrong shape, crashed, timed out,\n"
+            "not implemented, or 'fix the forward first'. A wrong result is matched\n"
+            "against the mistakes students make (eps outside the square root at test time,\n"
+            "momentum ignored, spatial batch norm over the wrong axes, group norm grouping\n"
+            "the wrong channels, a missing variance path, ...) and named. Each call gets\n"
+            "fresh copies of its inputs and --timeout seconds; the report is always\n"
+            "printed (and written). Exits 1 if any function fails, 2 if FILE cannot be\n"
+            "graded."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", metavar="FILE.py[:NAME]", help="the learner's module")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument(
+        "--gradescope", metavar="FILE", help="also write Gradescope's results.json to FILE"
+    )
+    p.add_argument(
+        "--timeout", type=_positive_seconds, default=10.0, metavar="S",
+        help="seconds each call of a learner's function may take (default: 10)",
+    )  # fmt: skip
+    p.add_argument("--verbose", action="store_true", help="also print the per-case table")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
