@@ -3,7 +3,6 @@ notebook API of the grader (``from normgrad.learn import check``) shows its repo
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "learning_path.ipynb"
 
 
-@pytest.fixture
-def no_ipykernel_left():
-    """Finding a kernel imports ipykernel here; normgrad.progress would then take this
-    process for a Jupyter kernel. Take back what the test imported."""
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name == "ipykernel" or name.startswith("ipykernel."):
-            del sys.modules[name]
-
-
-@pytest.mark.usefixtures("no_ipykernel_left")
 def test_the_example_notebook_runs(monkeypatch, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -43,3 +43,23 @@ def test_missing_tqdm_is_a_usage_error_only_when_a_bar_is_drawn(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'normgrad\[train\]'") as info:
         progress_bar(total=1, file=Terminal())
     assert isinstance(info.value, NormgradUsageError) and isinstance(info.value, ImportError)
+
+
+def test_an_imported_ipykernel_is_not_a_notebook(monkeypatch):
+    """Finding a kernel spec imports ipykernel; only a running kernel's shell counts."""
+    monkeypatch.setitem(sys.modules, "ipykernel", type(sys)("ipykernel"))
+    assert isinstance(progress_bar(total=3, file=io.StringIO()), NullBar)
+
+
+def test_a_running_jupyter_kernel_gets_a_bar(monkeypatch):
+    pytest.importorskip("tqdm")
+
+    class ZMQInteractiveShell:  # the class name IPython gives a kernel's shell
+        pass
+
+    fake_ipython = type(sys)("IPython")
+    fake_ipython.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    bar = progress_bar(total=3, file=io.StringIO())
+    assert not isinstance(bar, NullBar)
+    bar.close()

@@ -85,4 +85,13 @@ def _watched(stream: IO[str]) -> bool:
     """Whether a bar on ``stream`` would be seen: a terminal, or a Jupyter kernel (where
     tqdm.auto draws a widget and the stream is not a tty)."""
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    return bool(isatty and isatty()) or _in_jupyter_kernel()
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside a running Jupyter kernel. Having imported ipykernel is not enough (finding
+    a kernel spec imports it); the running shell is what tells."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
