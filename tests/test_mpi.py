@@ -58,6 +58,7 @@ def test_data_parallel_training_equals_single_process_training(tmp_path, k):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("30 steps") == 1  # rank 0 alone reports and writes
     a, b = load_verified(dist / "model.npz"), load_verified(single / "model.npz")
+    assert str(a.pop("config")) == str(b.pop("config"))  # the run's settings, stored
     for name in b:
         # biases before batch norm have zero gradient: their values are rounding noise
         assert_close(a[name], b[name], rtol=1e-10, atol=1e-12, name=name)

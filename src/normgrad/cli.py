@@ -5,12 +5,16 @@ Subcommands import what they need when they run, so ``normgrad --help`` stays fa
 core never imports the command line. A :class:`~normgrad.errors.NormgradUsageError` (bad
 input: a missing file, a bad setting, a missing extra) prints one line and exits 2, as
 argparse's own errors do; any other exception is a bug and surfaces as a traceback (exit 1).
+The exit codes are :data:`EXIT_CODES`, shown by ``normgrad --help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,6 +25,24 @@ DESCRIPTION = """\
 normgrad: batch, layer, group, instance and RMS normalization with exact forward
 and backward passes, derived three ways (staged graph, closed form, automatic) and
 checked against each other, against central differences and against PyTorch."""
+
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    a check failed (verify, check, explain), or a bug in normgrad (with a traceback)
+  2    a usage mistake: one line on stderr says what to change; nothing was written
+  3    train: the loss became NaN/Inf; the last good checkpoint is kept
+  130  interrupted (Ctrl-C); train saves a checkpoint first and prints how to resume
+  143  terminated (SIGTERM); as 130"""
+
+#: explain and graph walk or draw every element of a small example; the numerical check
+#: costs about N^2 operations for N elements (4096 elements: about 2 s).
+EXAMPLE_MAX_ELEMENTS = 4096
+
+
+class _Terminated(Exception):
+    """SIGTERM outside a training loop (which handles it itself)."""
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -72,6 +94,18 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 def _example(args: argparse.Namespace):
     from normgrad.learn.examples import make_example
 
+    if args.shape is not None:
+        size = 1
+        for n in args.shape:
+            size *= n
+        if size > EXAMPLE_MAX_ELEMENTS:
+            shape = ",".join(map(str, args.shape))
+            raise NormgradUsageError(
+                f"--shape {shape} has {size:,} elements; {args.command} works on small examples "
+                f"of at most {EXAMPLE_MAX_ELEMENTS:,} elements (about 2 s; its numerical check "
+                "grows with the square of the size)"
+            )
+
     try:
         return make_example(
             args.op, args.shape, seed=args.seed, num_groups=args.groups, bessel=args.bessel
@@ -91,17 +125,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
+    from normgrad.io import check_output_file
     from normgrad.learn import graph
 
     try:
         fmt = graph.infer_format(args.out, args.format)
     except ValueError as exc:  # the user's --out or --format
         raise NormgradUsageError(str(exc)) from None
+    check_output_file(args.out, "--out")
     example = _example(args)
     try:
         path = graph.draw_example(example, args.out, fmt)
     except FileNotFoundError as exc:  # no such output directory
         raise NormgradUsageError(str(exc)) from None
+    except OSError as exc:  # the user's --out: no permission, a full disk
+        raise NormgradUsageError(f"cannot write --out {args.out}: {exc.strerror}") from None
     except ImportError as exc:  # no graphviz package
         raise MissingDependencyError(str(exc)) from None
     except graph.RenderError as exc:
@@ -134,13 +172,25 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from normgrad.train import TrainingDiverged, mpi_world, resume_run, start_run
+    from normgrad.train import mpi_world
 
     comm = mpi_world() if args.distributed else None
     root = comm is None or comm.Get_rank() == 0
+    try:
+        return _train(args, comm, root)
+    except NormgradUsageError:
+        if root:
+            raise
+        return 2  # every rank fails with the same message (train.run._agreed): rank 0 says it
+
+
+def _train(args: argparse.Namespace, comm, root: bool) -> int:
+    from normgrad.train import TrainingDiverged, TrainingInterrupted, resume_run, start_run
+
     progress = not args.no_progress
     if args.resume:
-        given = [*args.given_options, *(["--out"] if args.out else [])]
+        given = [*args.given_options, *(["--out"] if args.out else []),
+                 *(["--overwrite"] if args.overwrite else [])]  # fmt: skip
         if given:
             raise NormgradUsageError(
                 f"--resume DIR continues a run with its own settings; drop {', '.join(given)}"
@@ -154,7 +204,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             report = resume_run(out, comm=comm, progress=progress, log=print)
         else:
-            report = start_run(_train_config(args), out, comm=comm, progress=progress)
+            report = start_run(
+                _train_config(args), out, comm=comm, progress=progress, overwrite=args.overwrite
+            )
+    except TrainingInterrupted as exc:  # every rank stops after the same step
+        if root:
+            print(
+                f"normgrad train: stopped by {signal.Signals(exc.signal_number).name} after "
+                f"step {exc.step} of {exc.total}; checkpoint saved in {exc.checkpoint_path}; "
+                f"continue with: normgrad train --resume {out}",
+                file=sys.stderr,
+            )
+        return 128 + exc.signal_number
     except TrainingDiverged as exc:  # every rank sees the same loss, so all stop here
         if root:
             if exc.checkpoint_kept:
@@ -183,9 +244,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from normgrad.io import check_output_dir
     from normgrad.tools.table import Column, Table
 
-    out = Path(args.out or args.experiment)
+    out = check_output_dir(Path(args.out or args.experiment), "--out")
     common = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
               "progress": not args.no_progress}  # fmt: skip
     if args.experiment == "ioffe2015":
@@ -352,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="normgrad",
         description=DESCRIPTION,
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"normgrad {normgrad.__version__}")
@@ -436,13 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
             "DIR/metrics.csv, DIR/model.npz and DIR/checkpoint.npz (atomic, verified on\n"
             "load). --resume DIR continues a run where its checkpoint left it; the result is\n"
             "bit-for-bit that of an uninterrupted run. A NaN/Inf loss stops the run (exit 3)\n"
-            "and keeps the last good checkpoint."
+            "and keeps the last good checkpoint. Ctrl-C or SIGTERM finishes the current step,\n"
+            "saves a checkpoint, prints the command that resumes, and exits 130 or 143."
         ),
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_train_options(p)
     p.add_argument("--out", metavar="DIR", help="where the run is written")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out DIR (without it, a DIR holding a run is refused)",
+    )
     p.add_argument(
         "--distributed",
         action="store_true",
@@ -519,7 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        _check_environment()
         return args.func(args)
     except NormgradUsageError as exc:
         print(f"normgrad {args.command}: error: {exc}", file=sys.stderr)
@@ -527,6 +601,31 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print(f"normgrad {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print(f"normgrad {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+def _check_environment() -> None:
+    """The environment variables normgrad reads, checked before any work starts."""
+    from normgrad.backends import BACKENDS, ENV_VAR
+
+    value = os.environ.get(ENV_VAR)
+    if value is not None and value not in BACKENDS:
+        raise NormgradUsageError(
+            f"the environment variable {ENV_VAR} must be one of {', '.join(BACKENDS)}; "
+            f"got {value!r}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,9 +93,10 @@ def run(
     """Train both networks, write everything to ``out_dir``; returns the summary."""
     report.require_at_least_one(steps=steps)
     report.pyplot()  # fail now, not after training, if matplotlib is missing
-    out = report.output_dir(out_dir)
+    report.check_output_dir(out_dir)  # before the dataset is read
     dataset = dataset or report.default_dataset(data_dir)
     data = load_dataset(dataset, data_dir)
+    out = report.output_dir(out_dir)
     log(f"dataset: {dataset} ({data.source}), {len(data.train)} train / {len(data.test)} test")
     eval_every = max(1, steps // 100)
     probe = sigmoid_input_probe(data.test.x[:N_PROBE].astype(np.float32))

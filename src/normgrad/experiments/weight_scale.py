@@ -82,9 +82,10 @@ def run(
     """Both experiments; writes the CSVs, plots and report.md to ``out_dir``."""
     report.require_at_least_one(epochs=epochs, num_scales=num_scales)
     report.pyplot()  # fail now, not after training, if matplotlib is missing
-    out = report.output_dir(out_dir)
+    report.check_output_dir(out_dir)  # before the dataset is read
     dataset = dataset or report.default_dataset(data_dir)
     data = load_dataset(dataset, data_dir).hold_out_validation(NUM_TRAIN, NUM_VAL)
+    out = report.output_dir(out_dir)
     log(f"dataset: {dataset} ({data.source}), {NUM_TRAIN} train / {NUM_VAL} validation images")
     scales = np.logspace(-4, 0, num=num_scales)
     jobs = [("ws", float(ws), norm, 50) for ws in scales for norm in ("none", "batch_norm")]
