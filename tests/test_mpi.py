@@ -83,7 +83,7 @@ def test_bench_mpi_counts_the_bytes_the_model_predicts():
     bn_layers, channels = 3, 100
     forward = 8 * (1 + 2 * channels)  # Allgather of (count, mean, M2) per BN layer
     backward = 8 * 2 * channels  # Allreduce of sum(dy), sum(dy * xhat)
-    gradients = 8 * (params + 2)  # one fused buffer, plus the loss and the hit count
+    gradients = 8 * (params + 3)  # one fused buffer, plus the loss, hit count, stop flag
     expected = bn_layers * (forward + backward) + gradients
     for r in rows:
         assert r["collectives_per_step"] == 2 * bn_layers + 1

@@ -188,6 +188,8 @@ def _train(args: argparse.Namespace, comm, root: bool) -> int:
     from normgrad.train import TrainingDiverged, TrainingInterrupted, resume_run, start_run
 
     progress = not args.no_progress
+    if args.rank_timeout is not None and comm is None:
+        raise NormgradUsageError("--rank-timeout is for --distributed runs")
     if args.resume:
         given = [*args.given_options, *(["--out"] if args.out else []),
                  *(["--overwrite"] if args.overwrite else [])]  # fmt: skip
@@ -202,11 +204,14 @@ def _train(args: argparse.Namespace, comm, root: bool) -> int:
         raise NormgradUsageError("--out DIR is required (or --resume DIR)")
     try:
         if args.resume:
-            report = resume_run(out, comm=comm, progress=progress, log=print)
+            report = resume_run(
+                out, comm=comm, progress=progress, log=print, rank_timeout=args.rank_timeout
+            )
         else:
             report = start_run(
-                _train_config(args), out, comm=comm, progress=progress, overwrite=args.overwrite
-            )
+                _train_config(args), out, comm=comm, progress=progress, overwrite=args.overwrite,
+                rank_timeout=args.rank_timeout,
+            )  # fmt: skip
     except TrainingInterrupted as exc:  # every rank stops after the same step
         if root:
             print(
@@ -301,6 +306,16 @@ def _hidden(text: str) -> list[int]:
     if not sizes or any(n < 1 for n in sizes):
         raise argparse.ArgumentTypeError(f"invalid --hidden {text!r}: sizes must be positive")
     return sizes
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
 
 
 def _weight_scale(text: str) -> float | str:
@@ -518,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="data-parallel over MPI (mpiexec -n K normgrad train --distributed ...): each rank "
         "takes a slice of every batch, batch norm is synchronized, rank 0 writes",
+    )
+    p.add_argument(
+        "--rank-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --distributed: abort the job, naming the silent rank, when a rank has "
+        "waited this long for the others (default: wait forever)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

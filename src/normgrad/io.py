@@ -14,7 +14,8 @@ environment, the process kills itself with SIGKILL when writing a file called ``
 reaches ``STAGE``: ``write`` (after half the data is written), ``fsync`` (the data is
 written, not yet synced), ``rename`` (synced, not yet renamed) or ``dirsync`` (renamed, the
 directory not yet synced). ``STAGE:NAME:K`` kills at the K-th such write (1-based) instead
-of the first. Nothing else reads the variable.
+of the first; ``STAGE:NAME:K:stop`` stops the process there (SIGSTOP) instead, as a hung
+disk would. Nothing else reads the variable.
 
 :func:`check_output_dir` and :func:`check_output_file` tell, before anything is created,
 whether a path a user gave can be written: one line naming the option and the reason.
@@ -54,17 +55,22 @@ def _fault_point(stage: str, path: Path) -> None:
     if not spec:
         return
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in _FAULT_STAGES:
+    if (
+        len(parts) not in (2, 3, 4)
+        or parts[0] not in _FAULT_STAGES
+        or (len(parts) == 4 and parts[3] not in ("kill", "stop"))
+    ):
         raise ValueError(
-            f"{FAULT_ENV} must be STAGE:NAME or STAGE:NAME:K with STAGE one of "
+            f"{FAULT_ENV} must be STAGE:NAME[:K[:kill|stop]] with STAGE one of "
             f"{', '.join(_FAULT_STAGES)}; got {spec!r}"
         )
     if parts[0] != stage or parts[1] != path.name:
         return
     key = f"{stage}:{path.name}"  # each stage is reached once per write of the file
     _fault_counts[key] = _fault_counts.get(key, 0) + 1
-    if _fault_counts[key] == (int(parts[2]) if len(parts) == 3 else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _fault_counts[key] == (int(parts[2]) if len(parts) >= 3 else 1):
+        stop = len(parts) == 4 and parts[3] == "stop"
+        os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)
 
 
 class _FaultingFile:

@@ -17,6 +17,7 @@ training aborts the job (``MPI_Abort``) after the failed rank has printed its me
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -93,40 +94,45 @@ def start_run(
     comm=None,
     progress: bool = False,
     overwrite: bool = False,
+    rank_timeout: float | None = None,
 ) -> RunReport:
     """Train ``config`` from scratch in ``out_dir`` (created if need be), which must not
     already hold a run unless ``overwrite`` (its run files are then deleted first). Writes
-    config.json, checkpoint.npz, metrics.csv and model.npz."""
+    config.json, checkpoint.npz, metrics.csv and model.npz. ``rank_timeout`` (MPI): seconds a
+    rank may wait in a collective before the job aborts naming the silent rank."""
     out = Path(out_dir)
+    comm, watchdog = _watched(comm, rank_timeout)
+    with watchdog:
 
-    def check() -> Trainer:  # every rank, before anything is created
-        config.validate()
-        check_output_dir(out, "--out")
-        existing = [name for name in RUN_FILES if (out / name).exists()]
-        if existing and not overwrite:
-            raise NormgradUsageError(
-                f"{out} already holds a run ({', '.join(existing)}): --resume {out} to "
-                "continue it, --overwrite to replace it, or choose another --out"
-            )
-        return _trainer(config, out, comm, progress)
+        def check() -> Trainer:  # every rank, before anything is created
+            config.validate()
+            check_output_dir(out, "--out")
+            existing = [name for name in RUN_FILES if (out / name).exists()]
+            if existing and not overwrite:
+                raise NormgradUsageError(
+                    f"{out} already holds a run ({', '.join(existing)}): --resume {out} to "
+                    "continue it, --overwrite to replace it, or choose another --out"
+                )
+            return _trainer(config, out, comm, progress)
 
-    trainer = _agreed(comm, check, fingerprint=True)
+        trainer = _agreed(comm, check, fingerprint=True)
 
-    def prepare() -> None:  # rank 0 writes
-        if trainer.rank != 0:
-            return
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise NormgradUsageError(f"--out {out}: cannot create it ({exc.strerror})") from None
-        remove_stale_temporaries(out, RUN_FILES)
-        for name in RUN_FILES:  # --overwrite: nothing of the old run may be mixed in
-            (out / name).unlink(missing_ok=True)
-        with trainer._writing(out / "config.json", "nothing was trained yet"):
-            atomic_write(out / "config.json", config.to_json())
+        def prepare() -> None:  # rank 0 writes
+            if trainer.rank != 0:
+                return
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = exc.strerror
+                raise NormgradUsageError(f"--out {out}: cannot create it ({reason})") from None
+            remove_stale_temporaries(out, RUN_FILES)
+            for name in RUN_FILES:  # --overwrite: nothing of the old run may be mixed in
+                (out / name).unlink(missing_ok=True)
+            with trainer._writing(out / "config.json", "nothing was trained yet"):
+                atomic_write(out / "config.json", config.to_json())
 
-    _agreed(comm, prepare)
-    return _train(trainer)
+        _agreed(comm, prepare)
+        return _train(trainer)
 
 
 def resume_run(
@@ -135,6 +141,7 @@ def resume_run(
     comm=None,
     progress: bool = False,
     log: Callable[[str], object] | None = None,
+    rank_timeout: float | None = None,
 ) -> RunReport:
     """Continue the run in ``run_dir`` from its checkpoint (from the start if it has
     none); the result is bit-for-bit that of an uninterrupted run. ``log`` (rank 0) hears
@@ -145,36 +152,38 @@ def resume_run(
     (or from model.npz). A CheckpointError explains anything else that is wrong."""
     out = Path(run_dir)
     notes: list[str] = []
+    comm, watchdog = _watched(comm, rank_timeout)
+    with watchdog:
 
-    def check() -> Trainer:  # every rank reads; nothing is written yet
-        config, rewrite = _resume_config(out)
-        trainer = _trainer(config, out, comm, progress)
-        if rewrite:
-            notes.append(f"config.json was {rewrite}; rewrote it from the run's own files")
-        if trainer.checkpoint_path.exists():
-            trainer.load_checkpoint()
-        return trainer
+        def check() -> Trainer:  # every rank reads; nothing is written yet
+            config, rewrite = _resume_config(out)
+            trainer = _trainer(config, out, comm, progress)
+            if rewrite:
+                notes.append(f"config.json was {rewrite}; rewrote it from the run's own files")
+            if trainer.checkpoint_path.exists():
+                trainer.load_checkpoint()
+            return trainer
 
-    trainer = _agreed(comm, check, fingerprint=True)
+        trainer = _agreed(comm, check, fingerprint=True)
 
-    def prepare() -> None:
-        if trainer.rank != 0:
-            return
-        remove_stale_temporaries(out, RUN_FILES)
-        if notes:
-            with trainer._writing(out / "config.json", "the checkpoint is kept"):
-                atomic_write(out / "config.json", trainer.config.to_json())
+        def prepare() -> None:
+            if trainer.rank != 0:
+                return
+            remove_stale_temporaries(out, RUN_FILES)
+            if notes:
+                with trainer._writing(out / "config.json", "the checkpoint is kept"):
+                    atomic_write(out / "config.json", trainer.config.to_json())
 
-    _agreed(comm, prepare)
-    resumed_at = trainer.step if trainer.checkpoint_path.exists() else None
-    if log is not None and trainer.rank == 0:
-        for note in notes:
-            log(note)
-        if resumed_at is not None:
-            log(f"resuming {out} at step {trainer.step} of {trainer.total}")
-    report = _train(trainer)
-    report.resumed_at = resumed_at
-    return report
+        _agreed(comm, prepare)
+        resumed_at = trainer.step if trainer.checkpoint_path.exists() else None
+        if log is not None and trainer.rank == 0:
+            for note in notes:
+                log(note)
+            if resumed_at is not None:
+                log(f"resuming {out} at step {trainer.step} of {trainer.total}")
+        report = _train(trainer)
+        report.resumed_at = resumed_at
+        return report
 
 
 def _resume_config(out: Path) -> tuple[TrainConfig, str | None]:
@@ -204,7 +213,8 @@ def _resume_config(out: Path) -> tuple[TrainConfig, str | None]:
     if stored is not None and stored != copy:
         raise CheckpointError(
             f"{out / 'config.json'} does not match the configuration stored in the run's "
-            f"checkpoint ({config_difference(copy, stored)}): restore config.json"
+            f"checkpoint ({config_difference(copy, stored, ('config.json', 'checkpoint'))}): "
+            "restore config.json"
         )
     return copy, None
 
@@ -256,11 +266,26 @@ def _agreed(comm, work: Callable, *, fingerprint: bool = False):
         for rank, (_, print_, other) in enumerate(views):
             if print_ != first[1]:
                 raise ConfigError(
-                    f"the ranks disagree on the run's configuration: rank {rank} has "
-                    f"{config_difference(other, first[2])} (rank 0's second); every rank must "
-                    "run the same command on the same files"
+                    "the ranks disagree on the run's configuration: "
+                    f"{config_difference(other, first[2], (f'rank {rank}', 'rank 0'))}; every "
+                    "rank must run the same command on the same files"
                 )
     return result
+
+
+def _watched(comm, rank_timeout: float | None):
+    """``(comm, context)``: with a ``rank_timeout``, the communicator wrapped so that a
+    :class:`~normgrad.train.watchdog.Watchdog` (the context) can watch its collectives."""
+    if comm is None or rank_timeout is None:
+        return comm, contextlib.nullcontext()
+    if not rank_timeout > 0:
+        raise ConfigError(
+            f"--rank-timeout must be a positive number of seconds; got {rank_timeout}"
+        )
+    from normgrad.train.watchdog import Watchdog, WatchedComm
+
+    watched = WatchedComm(comm)
+    return watched, Watchdog(watched, rank_timeout)
 
 
 def _trainer(config: TrainConfig, out: Path, comm, progress: bool) -> Trainer:

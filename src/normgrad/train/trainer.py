@@ -244,6 +244,7 @@ class Trainer:
         if not all(np.all(np.isfinite(p)) for p in params.values()):
             raise TrainingDiverged(f"parameters became NaN/Inf by step {self.step}")
         if self.rank == 0:
+            self._note_where(f"step {self.step} (writing checkpoint.npz)")
             with self._writing(self.checkpoint_path, "the previous checkpoint is kept"):
                 save_atomic(self.checkpoint_path, self._state())
 
@@ -324,6 +325,7 @@ class Trainer:
                     self._evaluate()  # the starting point of every curve
                 shown = self.step  # the step the bar shows
                 while self.step < self.total:
+                    self._note_where(f"step {self.step + 1}")
                     loss, acc = self.train_step(self.step)
                     self.losses[self.step] = loss
                     self.accs[self.step] = acc
@@ -350,6 +352,11 @@ class Trainer:
         self.write_outputs()
         return RunResult(self.step, self.evals[-1][self.eval_key], self.eval_name,
                          self.metrics_rows())  # fmt: skip
+
+    def _note_where(self, where: str) -> None:
+        """Tell a watched communicator (``--rank-timeout``) what this rank is doing."""
+        if hasattr(self.comm, "where"):
+            self.comm.where = where
 
     @contextlib.contextmanager
     def _signals_stop_the_run(self):
@@ -461,10 +468,12 @@ class Trainer:
             save_atomic(self.out / "model.npz", model)
 
 
-def config_difference(a: TrainConfig, b: TrainConfig) -> str:
-    """The settings where ``a`` and ``b`` differ, as ``--steps 30 vs 20, ...``."""
+def config_difference(a: TrainConfig, b: TrainConfig, labels: tuple[str, str] = ("", "")) -> str:
+    """The settings where ``a`` and ``b`` differ, as ``--steps 30 vs 20, ...`` (with
+    ``labels``: ``--steps 30 (label a) vs 20 (label b)``)."""
     da, db = asdict(a), asdict(b)
-    diffs = [f"--{k.replace('_', '-')} {da[k]} vs {db[k]}" for k in da if da[k] != db[k]]
+    la, lb = (f" ({label})" if label else "" for label in labels)
+    diffs = [f"--{k.replace('_', '-')} {da[k]}{la} vs {db[k]}{lb}" for k in da if da[k] != db[k]]
     return ", ".join(diffs) or "no setting differs"
 
 
