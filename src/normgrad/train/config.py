@@ -103,25 +103,16 @@ class TrainConfig:
                 return f.default_factory() if callable(f.default_factory) else f.default
         raise KeyError(name)
 
-    def validate(self) -> None:
+    def validate(self, *, data_supplied: bool = False) -> None:
         """Raise :class:`~normgrad.errors.ConfigError` naming the first bad setting.
 
         Checks types, ranges and the settings that contradict each other; reads nothing but
         whether an explicit ``data_dir`` exists (the dataset itself is checked when it is
-        loaded)."""
+        loaded). ``data_supplied``: the caller brings its own Dataset, so ``dataset`` is
+        only its name and ``data_dir`` is not read."""
         self._check_types()
-        if self.dataset not in DATASETS:
-            raise ConfigError(
-                f"--dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}"
-            )
-        if self.data_dir is not None:
-            if self.dataset not in IDX_DATASETS:
-                raise ConfigError(
-                    f"--data-dir is for {' and '.join(IDX_DATASETS)}; --dataset {self.dataset} "
-                    f"reads no files (got --data-dir {self.data_dir})"
-                )
-            if not Path(self.data_dir).is_dir():
-                raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
+        if not data_supplied:
+            self._check_dataset()
         if self.norm not in NORM_CHOICES:
             raise ConfigError(f"--norm must be one of {', '.join(NORM_CHOICES)}; got {self.norm!r}")
         for name, choices in (
@@ -165,6 +156,20 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive; got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"--momentum must be in [0, 1); got {self.momentum}")
+
+    def _check_dataset(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"--dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}"
+            )
+        if self.data_dir is not None:
+            if self.dataset not in IDX_DATASETS:
+                raise ConfigError(
+                    f"--data-dir is for {' and '.join(IDX_DATASETS)}; --dataset {self.dataset} "
+                    f"reads no files (got --data-dir {self.data_dir})"
+                )
+            if not Path(self.data_dir).is_dir():
+                raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
 
     def _check_types(self) -> None:
         def wrong(name: str, expected: str) -> ConfigError:

@@ -184,7 +184,7 @@ class Trainer:
         comm=None,
         stop_on_signals: bool = False,
     ):
-        config.validate()
+        config.validate(data_supplied=data is not None)
         self.config, self.out = config, Path(out_dir)
         # Data-parallel over MPI: every rank takes its slice of each global batch, batch
         # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
