@@ -642,3 +642,23 @@ def test_mpi_rank_timeout_names_the_silent_rank(tmp_path):
         and "silent: rank 0 (no answer: stopped, hung or dead); aborting all ranks" in result.stderr
     ), result.stderr
     assert time.monotonic() - start < 30
+
+
+def test_mpi_a_signal_stops_every_rank_after_the_same_step(tmp_path):
+    run = tmp_path / "run"
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "normgrad", "train", *RUN,
+           "--steps", "1000000", "--checkpoint-every", "100000", "--distributed", "--out",
+           str(run)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / "config.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to every rank
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    line = [x for x in err.splitlines() if x.startswith("normgrad")]
+    assert len(line) == 1, err
+    step = int(line[0].split(" after step ")[1].split(" ")[0])
+    assert int(load_verified(run / "checkpoint.npz")["step"]) == step
+    assert f"mpiexec -n 2 normgrad train --resume {run} --distributed" in line[0]

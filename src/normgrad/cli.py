@@ -217,7 +217,7 @@ def _train(args: argparse.Namespace, comm, root: bool) -> int:
             print(
                 f"normgrad train: stopped by {signal.Signals(exc.signal_number).name} after "
                 f"step {exc.step} of {exc.total}; checkpoint saved in {exc.checkpoint_path}; "
-                f"continue with: normgrad train --resume {out}",
+                f"continue with: {_resume_command(out, comm)}",
                 file=sys.stderr,
             )
         return 128 + exc.signal_number
@@ -235,6 +235,12 @@ def _train(args: argparse.Namespace, comm, root: bool) -> int:
             f"wrote {report.model_path}"
         )
     return 0
+
+
+def _resume_command(out: Path, comm) -> str:
+    if comm is None:
+        return f"normgrad train --resume {out}"
+    return f"mpiexec -n {comm.Get_size()} normgrad train --resume {out} --distributed"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
