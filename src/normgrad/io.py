@@ -200,7 +200,9 @@ def check_output_file(path: str | Path, option: str) -> Path:
         raise NormgradUsageError(f"{option} {path}: is a directory; give a file name")
     parent = path.absolute().parent
     if not parent.exists():
-        raise NormgradUsageError(f"{option} {path}: the directory {path.parent} does not exist")
+        raise NormgradUsageError(
+            f"{option} {path}: the output directory {str(path.parent)!r} does not exist"
+        )
     problem = _writable_problem(parent)
     if problem is not None:
         raise NormgradUsageError(f"{option} {path}: cannot be written ({problem})")
