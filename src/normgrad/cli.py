@@ -314,6 +314,16 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -411,7 +421,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=_weight_scale,
         metavar="STD|NAME",
     )
-    option("--seed", "seeds the weights and the order of the data", type=int)
+    option("--seed", "seeds the weights and the order of the data", type=_seed)
     option("--checkpoint-every", "steps between checkpoints", type=int, metavar="K")
     option("--eval-every", "steps between test evaluations", type=int, metavar="K")
     option("--dtype", "of parameters and data", choices=DTYPES)
@@ -424,7 +434,7 @@ def _add_example_args(p: argparse.ArgumentParser) -> None:
     defaults = ", ".join(f"{name} {','.join(map(str, s.example_shape))}" for name, s in OPS.items())
     p.add_argument("--op", choices=tuple(OPS), default="batch_norm", help="which normalization")
     p.add_argument("--shape", type=_parse_shape, help=f"input shape, e.g. 4,3 ({defaults})")
-    p.add_argument("--seed", type=int, default=0, help="seed for x, gamma, beta, dout (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="for x, gamma, beta, dout (default 0)")
     p.add_argument("--groups", type=int, help="number of groups for group_norm (default 2)")
     p.add_argument("--bessel", action="store_true", help="Bessel-corrected variance (/ (M-1))")
 
@@ -454,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the random inputs (default 0)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparisons")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.set_defaults(func=_cmd_verify)
@@ -581,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the four IDX files")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--seed", type=_seed, default=0, help="default 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
 

@@ -152,6 +152,8 @@ class TrainConfig:
                 )
         elif not 0 < self.weight_scale < math.inf:
             raise ConfigError(f"--weight-scale must be positive; got {self.weight_scale}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer; got {self.seed}")
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"--lr must be positive; got {self.lr}")
         if not 0 <= self.momentum < 1:

@@ -108,24 +108,27 @@ def _machine_memory() -> int | None:
         return None
 
 
-def check_network_fits(config: TrainConfig, num_features: int, num_classes: int) -> None:
-    """ConfigError if the network of ``config`` would need more than ``MEMORY_SHARE`` of the
+def check_run_fits(
+    config: TrainConfig, num_features: int, num_classes: int, total_steps: int
+) -> None:
+    """ConfigError if a run of ``config`` would need more than ``MEMORY_SHARE`` of the
     machine's memory: weights, gradients and optimizer state (3 or 4 copies of the
-    parameters) plus the activations of a training batch and of an evaluation batch (about 8
-    arrays of each layer's width per sample, as the layers keep for backward)."""
+    parameters), the activations of a training batch and of an evaluation batch (about 8
+    arrays of each layer's width per sample, as the layers keep for backward), and the
+    per-step loss and accuracy history (16 bytes a step)."""
     dims = [num_features, *config.hidden, num_classes]
     params = sum(a * b + b for a, b in itertools.pairwise(dims))
     itemsize = np.dtype(config.dtype).itemsize
     copies = 4 if config.optimizer == "adam" else 3
     samples = config.batch_size + 2000  # accuracy() evaluates 2000 images at a time
-    need = itemsize * (copies * params + 8 * samples * sum(dims))
+    need = itemsize * (copies * params + 8 * samples * sum(dims)) + 16 * total_steps
     memory = _machine_memory()
     if memory is not None and need > MEMORY_SHARE * memory:
         raise ConfigError(
             f"--hidden {','.join(map(str, config.hidden))} with --batch-size "
-            f"{config.batch_size} needs about {need / 2**30:.1f} GiB ({params:,} parameters, "
-            f"{config.dtype}); at most {MEMORY_SHARE:.0%} of this machine's "
-            f"{memory / 2**30:.1f} GiB is allowed: choose smaller sizes"
+            f"{config.batch_size} for {total_steps:,} steps needs about {need / 2**30:,.1f} GiB "
+            f"({params:,} parameters, {config.dtype}); at most {MEMORY_SHARE:.0%} of this "
+            f"machine's {memory / 2**30:.1f} GiB is allowed: choose smaller sizes"
         )
 
 
@@ -195,7 +198,14 @@ class Trainer:
         eval_split = {"test": self.data.test, "validation": self.data.validation}.get(evaluate_on)
         if eval_split is None:
             raise ValueError(f"{self.data.name} has no {evaluate_on!r} split to evaluate on")
-        check_network_fits(config, self.data.num_features, self.data.num_classes)
+        self.steps_per_epoch = len(self.data.train) // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is larger than the training set "
+                f"({len(self.data.train)} samples)"
+            )
+        self.total = config.steps or config.epochs * self.steps_per_epoch
+        check_run_fits(config, self.data.num_features, self.data.num_classes, self.total)
         self.model = build_model(config, self.data, comm)
         self.opt = build_optimizer(config, self.model)
         self.probe, self.label = probe, label
@@ -205,13 +215,6 @@ class Trainer:
         self.eval_split = Split(eval_split.x.astype(dtype, copy=False), eval_split.y)
         self.eval_name = evaluate_on
         self.eval_key = f"{evaluate_on}_acc"
-        self.steps_per_epoch = len(self.train_split) // config.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is larger than the training set "
-                f"({len(self.train_split)} samples)"
-            )
-        self.total = config.steps or config.epochs * self.steps_per_epoch
         self.step = 0
         self.losses = np.zeros(self.total)
         self.accs = np.zeros(self.total)
