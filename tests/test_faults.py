@@ -330,6 +330,33 @@ def test_a_damaged_model_or_checkpoint_is_explained(tmp_path, capsys, reference,
     assert name in line, line
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("step", np.array(10.5)),
+        ("step", np.array(31)),
+        ("losses", np.zeros(3)),
+        ("evals", np.array("{}")),
+        ("optim/fc1.weight.velocity", np.zeros(2)),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_changes_nothing(tmp_path, reference, key, value):
+    from normgrad.train import CheckpointError, Trainer, read_config
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    state = load_verified(run / "checkpoint.npz")
+    state[key] = value
+    save_atomic(run / "checkpoint.npz", state)  # a valid checksum over a state that is wrong
+    trainer = Trainer(read_config(run), run)
+    before = trainer.model.state_dict()
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        trainer.load_checkpoint()
+    assert trainer.step == 0 and trainer.opt.state == {}
+    for k, v in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
 def test_stale_temporaries_are_removed_at_the_next_start(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(reference, run)

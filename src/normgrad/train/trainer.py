@@ -280,17 +280,34 @@ class Trainer:
                 f"{path}: written by {saved_world} process(es); resume it with the same "
                 f"number (this run has {self.world})"
             )
-        try:
+        try:  # everything is checked before anything of the trainer changes
+            step_array = np.asarray(state["step"])
+            if step_array.shape != () or step_array.dtype.kind not in "iu":
+                raise ValueError(f"step must be an integer; got {step_array!r}")
+            step = int(step_array)
+            if not 0 <= step <= self.total:
+                raise ValueError(f"step {step} is outside this run's 0..{self.total}")
+            for name in ("losses", "accs"):
+                if np.shape(state[name]) != (step,) or state[name].dtype.kind != "f":
+                    raise ValueError(f"{name} must hold {step} numbers; got {state[name]!r}")
+            evals = json.loads(str(state["evals"]))
+            if not isinstance(evals, list) or not all(isinstance(e, dict) for e in evals):
+                raise ValueError("evals must be a list of evaluations")
+            before = self.model.state_dict()
             self.model.load_state_dict(
                 {k[6:]: v for k, v in state.items() if k.startswith("model/")}
             )
-            self.opt.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
-            step = int(state["step"])
-            self.losses[:step] = state["losses"]
-            self.accs[:step] = state["accs"]
-            evals = json.loads(str(state["evals"]))
+            try:
+                self.opt.load_state_dict(
+                    {k[6:]: v for k, v in state.items() if k.startswith("optim/")}
+                )
+            except ValueError:
+                self.model.load_state_dict(before)  # the model as it was
+                raise
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run ({exc})") from None
+        self.losses[:step] = state["losses"]
+        self.accs[:step] = state["accs"]
         self.step, self.evals = step, evals
 
     # -- the loop ----------------------------------------------------------
