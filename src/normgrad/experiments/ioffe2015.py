@@ -22,9 +22,9 @@ import numpy as np
 
 from normgrad.data import load_dataset
 from normgrad.experiments import report
-from normgrad.io import atomic_write
+from normgrad.io import atomic_write, remove_stale_temporaries
 from normgrad.tools.table import Column
-from normgrad.train import TrainConfig, Trainer
+from normgrad.train import RUN_FILES, TrainConfig, Trainer
 
 PERCENTILES = (15, 50, 85)
 # The unit whose sigmoid input we follow: the first unit of the last hidden layer.
@@ -109,6 +109,7 @@ def run(
         )  # fmt: skip
         run_dir = out / subdir
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)  # left by a killed earlier run
         atomic_write(run_dir / "config.json", cfg.to_json())
         bar_options = {"position": position, "leave": True, "dynamic_ncols": True}
         trainer = Trainer(cfg, run_dir, data=data, probe=probe, progress=progress,

@@ -21,9 +21,10 @@ import numpy as np
 
 from normgrad.data import Dataset, load_dataset
 from normgrad.experiments import report
+from normgrad.io import remove_stale_temporaries
 from normgrad.progress import progress_bar
 from normgrad.tools.table import Column
-from normgrad.train import TrainConfig, Trainer
+from normgrad.train import RUN_FILES, TrainConfig, Trainer
 
 WS_HIDDEN = [50] * 7  # the course's 8-layer network
 BS_HIDDEN = [100] * 5
@@ -57,6 +58,7 @@ def _course_run(out: Path, data: Dataset, *, norm, hidden, weight_scale, batch_s
         eval_every=per_epoch, log_every=per_epoch, checkpoint_every=10**9,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, RUN_FILES)  # left by a killed earlier run
     trainer = Trainer(cfg, out, data=data, evaluate_on="validation")
     result = trainer.run()
     val_acc = [e["validation_acc"] for e in trainer.evals]  # epoch 0 (start) to the last
