@@ -128,7 +128,8 @@ def start_run(
             remove_stale_temporaries(out, RUN_FILES)
             for name in RUN_FILES:  # --overwrite: nothing of the old run may be mixed in
                 (out / name).unlink(missing_ok=True)
-            with trainer._writing(out / "config.json", "nothing was trained yet"):
+            again = "the same command again"
+            with trainer.writing(out / "config.json", "nothing was trained yet", again):
                 atomic_write(out / "config.json", config.to_json())
 
         _agreed(comm, prepare)
@@ -171,7 +172,7 @@ def resume_run(
                 return
             remove_stale_temporaries(out, RUN_FILES)
             if notes:
-                with trainer._writing(out / "config.json", "the checkpoint is kept"):
+                with trainer.writing(out / "config.json", "the checkpoint is kept"):
                     atomic_write(out / "config.json", trainer.config.to_json())
 
         _agreed(comm, prepare)

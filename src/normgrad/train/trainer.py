@@ -248,19 +248,21 @@ class Trainer:
             raise TrainingDiverged(f"parameters became NaN/Inf by step {self.step}")
         if self.rank == 0:
             self._note_where(f"step {self.step} (writing checkpoint.npz)")
-            with self._writing(self.checkpoint_path, "the previous checkpoint is kept"):
+            with self.writing(self.checkpoint_path, "the previous checkpoint is kept"):
                 save_atomic(self.checkpoint_path, self._state())
 
     @contextlib.contextmanager
-    def _writing(self, path: Path, kept: str):
-        """Turn an OSError while writing ``path`` into a RunWriteError saying what is kept."""
+    def writing(self, path: Path, kept: str, then: str | None = None):
+        """Turn an OSError while writing ``path`` into a RunWriteError saying what is kept
+        and what to run ``then`` (default: the command that resumes)."""
         try:
             yield
         except OSError as exc:
             reason = exc.strerror or str(exc)
+            then = then or f"normgrad train --resume {self.out}"
             raise RunWriteError(
                 f"cannot write {path}: {reason}; {kept} (free space or fix the permissions, "
-                f"then: normgrad train --resume {self.out})"
+                f"then: {then})"
             ) from None
 
     def load_checkpoint(self) -> None:
@@ -481,10 +483,10 @@ class Trainer:
         writer.writeheader()
         writer.writerows(rows)
         kept = "the checkpoint is kept"
-        with self._writing(self.out / "metrics.csv", kept):
+        with self.writing(self.out / "metrics.csv", kept):
             atomic_write(self.out / "metrics.csv", text.getvalue())
         model = self.model.state_dict() | {MODEL_CONFIG: np.array(self.config.to_json())}
-        with self._writing(self.out / "model.npz", kept):
+        with self.writing(self.out / "model.npz", kept):
             save_atomic(self.out / "model.npz", model)
 
 
