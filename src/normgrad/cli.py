@@ -31,7 +31,8 @@ EXIT_CODES = """\
 exit codes:
   0    success
   1    a check failed (verify, check, explain), or a bug in normgrad (with a traceback)
-  2    a usage mistake: one line on stderr says what to change; nothing was written
+  2    a usage mistake (checked before anything is written), or a file that cannot be
+       written (a full disk): one line on stderr says what to change
   3    train: the loss became NaN/Inf; the last good checkpoint is kept
   130  interrupted (Ctrl-C); train saves a checkpoint first and prints how to resume
   143  terminated (SIGTERM); as 130"""
