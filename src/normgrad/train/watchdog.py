@@ -72,6 +72,7 @@ class Watchdog:
         self.rank = comm.Get_rank()
         self.private = comm.comm.Dup()
         self._stop = threading.Event()
+        self._sent: list = []  # requests of messages sent, kept until they complete
         self._thread = threading.Thread(target=self._watch, name="normgrad-watchdog", daemon=True)
 
     def __enter__(self) -> Watchdog:
@@ -92,7 +93,13 @@ class Watchdog:
         while self.private.Iprobe(source=self._mpi.ANY_SOURCE, tag=QUERY_TAG, status=status):
             source = status.Get_source()
             self.private.recv(source=source, tag=QUERY_TAG)
-            self.private.isend(self._state(), dest=source, tag=REPLY_TAG)
+            self._send(self._state(), source, REPLY_TAG)
+
+    def _send(self, message, dest: int, tag: int) -> None:
+        """Send without waiting (the receiver may be the stopped rank), keeping the
+        request alive until it completes."""
+        self._sent = [r for r in self._sent if not r.Test()]
+        self._sent.append(self.private.isend(message, dest=dest, tag=tag))
 
     def _watch(self) -> None:
         while not self._stop.wait(0.1):
@@ -104,7 +111,7 @@ class Watchdog:
         size = self.comm.Get_size()
         others = [r for r in range(size) if r != self.rank]
         for r in others:
-            self.private.isend(None, dest=r, tag=QUERY_TAG)
+            self._send(None, r, QUERY_TAG)
         answers: dict[int, tuple] = {}
         status = self._mpi.Status()
         deadline = time.monotonic() + min(self.timeout, ANSWER_SECONDS)
