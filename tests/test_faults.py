@@ -693,3 +693,14 @@ def test_mpi_a_signal_stops_every_rank_after_the_same_step(tmp_path):
     step = int(line[0].split(" after step ")[1].split(" ")[0])
     assert int(load_verified(run / "checkpoint.npz")["step"]) == step
     assert f"mpiexec -n 2 normgrad train --resume {run} --distributed" in line[0]
+
+
+def test_mpi_rank_timeout_names_a_rank_busy_outside_any_collective(tmp_path):
+    script = str(Path(__file__).with_name("busy_rank.py"))
+    cmd = [_mpiexec(), "-n", "2", sys.executable, script, "train", *RUN, "--distributed",
+           "--rank-timeout", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    start = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "silent: rank 0 (not in a collective: busy in step 20)" in result.stderr, result.stderr
+    assert time.monotonic() - start < 25
