@@ -100,40 +100,44 @@ def start_run(
     already hold a run unless ``overwrite`` (its run files are then deleted first). Writes
     config.json, checkpoint.npz, metrics.csv and model.npz. ``rank_timeout`` (MPI): seconds a
     rank may wait in a collective before the job aborts naming the silent rank."""
-    out = Path(out_dir)
     comm, watchdog = _watched(comm, rank_timeout)
     with watchdog:
+        return _start(config, Path(out_dir), comm, progress, overwrite)
 
-        def check() -> Trainer:  # every rank, before anything is created
-            config.validate()
-            check_output_dir(out, "--out")
-            existing = [name for name in RUN_FILES if (out / name).exists()]
-            if existing and not overwrite:
-                raise NormgradUsageError(
-                    f"{out} already holds a run ({', '.join(existing)}): --resume {out} to "
-                    "continue it, --overwrite to replace it, or choose another --out"
-                )
-            return _trainer(config, out, comm, progress)
 
-        trainer = _agreed(comm, check, fingerprint=True)
+def _start(config: TrainConfig, out: Path, comm, progress: bool, overwrite: bool) -> RunReport:
+    """start_run inside its watchdog: check on every rank, then rank 0 writes, then train."""
 
-        def prepare() -> None:  # rank 0 writes
-            if trainer.rank != 0:
-                return
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                reason = exc.strerror
-                raise NormgradUsageError(f"--out {out}: cannot create it ({reason})") from None
-            remove_stale_temporaries(out, RUN_FILES)
-            for name in RUN_FILES:  # --overwrite: nothing of the old run may be mixed in
-                (out / name).unlink(missing_ok=True)
-            again = "the same command again"
-            with trainer.writing(out / "config.json", "nothing was trained yet", again):
-                atomic_write(out / "config.json", config.to_json())
+    def check() -> Trainer:  # every rank, before anything is created
+        config.validate()
+        check_output_dir(out, "--out")
+        existing = [name for name in RUN_FILES if (out / name).exists()]
+        if existing and not overwrite:
+            raise NormgradUsageError(
+                f"{out} already holds a run ({', '.join(existing)}): --resume {out} to "
+                "continue it, --overwrite to replace it, or choose another --out"
+            )
+        return _trainer(config, out, comm, progress)
 
-        _agreed(comm, prepare)
-        return _train(trainer)
+    trainer = _agreed(comm, check, fingerprint=True)
+
+    def prepare() -> None:  # rank 0 writes
+        if trainer.rank != 0:
+            return
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror
+            raise NormgradUsageError(f"--out {out}: cannot create it ({reason})") from None
+        remove_stale_temporaries(out, RUN_FILES)
+        for name in RUN_FILES:  # --overwrite: nothing of the old run may be mixed in
+            (out / name).unlink(missing_ok=True)
+        again = "the same command again"
+        with trainer.writing(out / "config.json", "nothing was trained yet", again):
+            atomic_write(out / "config.json", config.to_json())
+
+    _agreed(comm, prepare)
+    return _train(trainer)
 
 
 def resume_run(
@@ -151,40 +155,44 @@ def resume_run(
     The configuration is the checkpoint's own (under its checksum) and must match
     config.json; a config.json that is damaged or missing is rewritten from the checkpoint
     (or from model.npz). A CheckpointError explains anything else that is wrong."""
-    out = Path(run_dir)
-    notes: list[str] = []
     comm, watchdog = _watched(comm, rank_timeout)
     with watchdog:
+        return _resume(Path(run_dir), comm, progress, log)
 
-        def check() -> Trainer:  # every rank reads; nothing is written yet
-            config, rewrite = _resume_config(out)
-            trainer = _trainer(config, out, comm, progress)
-            if rewrite:
-                notes.append(f"config.json was {rewrite}; rewrote it from the run's own files")
-            if trainer.checkpoint_path.exists():
-                trainer.load_checkpoint()
-            return trainer
 
-        trainer = _agreed(comm, check, fingerprint=True)
+def _resume(out: Path, comm, progress: bool, log) -> RunReport:
+    """resume_run inside its watchdog: read on every rank, then rank 0 writes, then train."""
+    notes: list[str] = []
 
-        def prepare() -> None:
-            if trainer.rank != 0:
-                return
-            remove_stale_temporaries(out, RUN_FILES)
-            if notes:
-                with trainer.writing(out / "config.json", "the checkpoint is kept"):
-                    atomic_write(out / "config.json", trainer.config.to_json())
+    def check() -> Trainer:  # every rank reads; nothing is written yet
+        config, rewrite = _resume_config(out)
+        trainer = _trainer(config, out, comm, progress)
+        if rewrite:
+            notes.append(f"config.json was {rewrite}; rewrote it from the run's own files")
+        if trainer.checkpoint_path.exists():
+            trainer.load_checkpoint()
+        return trainer
 
-        _agreed(comm, prepare)
-        resumed_at = trainer.step if trainer.checkpoint_path.exists() else None
-        if log is not None and trainer.rank == 0:
-            for note in notes:
-                log(note)
-            if resumed_at is not None:
-                log(f"resuming {out} at step {trainer.step} of {trainer.total}")
-        report = _train(trainer)
-        report.resumed_at = resumed_at
-        return report
+    trainer = _agreed(comm, check, fingerprint=True)
+
+    def prepare() -> None:
+        if trainer.rank != 0:
+            return
+        remove_stale_temporaries(out, RUN_FILES)
+        if notes:
+            with trainer.writing(out / "config.json", "the checkpoint is kept"):
+                atomic_write(out / "config.json", trainer.config.to_json())
+
+    _agreed(comm, prepare)
+    resumed_at = trainer.step if trainer.checkpoint_path.exists() else None
+    if log is not None and trainer.rank == 0:
+        for note in notes:
+            log(note)
+        if resumed_at is not None:
+            log(f"resuming {out} at step {trainer.step} of {trainer.total}")
+    report = _train(trainer)
+    report.resumed_at = resumed_at
+    return report
 
 
 def _resume_config(out: Path) -> tuple[TrainConfig, str | None]:
