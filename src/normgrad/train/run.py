@@ -166,6 +166,7 @@ def _resume(out: Path, comm, progress: bool, log) -> RunReport:
 
     def check() -> Trainer:  # every rank reads; nothing is written yet
         config, rewrite = _resume_config(out)
+        check_output_dir(out, "--resume")  # it will write checkpoints there
         trainer = _trainer(config, out, comm, progress)
         if rewrite:
             notes.append(f"config.json was {rewrite}; rewrote it from the run's own files")
