@@ -124,11 +124,11 @@ def check_param(name: str, p: object, shape: tuple[int, ...], what: str) -> np.n
 
 
 def check_running(name: str, r: object, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Validate a running-statistics array, which will be updated in place (a plain
-    ndarray: a masked array or np.matrix would not take the update as the caller expects)."""
+    """Validate a running-statistics array, which will be updated in place (an ndarray,
+    but not a masked array or np.matrix, which would not take the update as expected)."""
     if r is None:
         return None
-    if type(r) is not np.ndarray:
+    if not isinstance(r, np.ndarray) or isinstance(r, np.ma.MaskedArray | np.matrix):
         raise TypeError(
             f"{name} must be a NumPy array (it is updated in place); got {_describe(r)}"
             + ("" if not isinstance(r, np.ndarray) else f" of type {type(r).__name__}")
