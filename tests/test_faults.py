@@ -704,3 +704,26 @@ def test_mpi_rank_timeout_names_a_rank_busy_outside_any_collective(tmp_path):
     assert result.returncode != 0
     assert "silent: rank 0 (not in a collective: busy in step 20)" in result.stderr, result.stderr
     assert time.monotonic() - start < 25
+
+
+def test_mpi_a_full_disk_on_rank_0_ends_every_rank_with_one_line(tmp_path):
+    mpiexec = _mpiexec()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)]  # config.json fits
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        cmd = [mpiexec, "-n", "2", sys.executable, "-m", "normgrad", "train", *RUN,
+               "--distributed", "--out", str(disk / "run")]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        _no_temporaries(disk / "run")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert result.returncode == 2, result.stderr
+    ours = [x for x in result.stderr.splitlines() if not x.startswith("Abort(")]  # MPICH's
+    line = _one_line("\n".join(ours))
+    assert "rank 0: cannot write" in line and "No space left on device" in line
+    assert "no checkpoint was written yet" in line and line.endswith("aborting all ranks")

@@ -18,6 +18,7 @@ training aborts the job (``MPI_Abort``) after the failed rank has printed its me
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -316,13 +317,14 @@ def _train(trainer: Trainer) -> RunReport:
         if trainer.comm is None:
             raise
         # One failed rank must not leave the others waiting in a collective forever.
-        if isinstance(exc, NormgradUsageError):  # e.g. RunWriteError: a full disk
-            print(f"normgrad train: error: rank {trainer.rank}: {exc}", file=sys.stderr)
+        usage = isinstance(exc, NormgradUsageError)  # e.g. RunWriteError: a full disk
+        if usage:
+            print(f"normgrad train: error: rank {trainer.rank}: {exc}; aborting all ranks",
+                  file=sys.stderr, flush=True)  # fmt: skip
         else:
             traceback.print_exc()
-        print(
-            f"normgrad: rank {trainer.rank} failed; aborting all ranks", file=sys.stderr, flush=True
-        )
-        trainer.comm.Abort(2 if isinstance(exc, NormgradUsageError) else 1)
-        raise  # not reached: MPI_Abort ends every rank
+            print(f"normgrad: rank {trainer.rank} failed; aborting all ranks",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        trainer.comm.Abort(2 if usage else 1)
+        os._exit(2 if usage else 1)  # MPI_Abort may return before the job is torn down
     return RunReport(trainer.out, result.steps, result.accuracy, result.split)

@@ -248,7 +248,10 @@ class Trainer:
             raise TrainingDiverged(f"parameters became NaN/Inf by step {self.step}")
         if self.rank == 0:
             self._note_where(f"step {self.step} (writing checkpoint.npz)")
-            with self.writing(self.checkpoint_path, "the previous checkpoint is kept"):
+            kept = "the previous checkpoint is kept"
+            if not self.checkpoint_path.exists():
+                kept = "no checkpoint was written yet"
+            with self.writing(self.checkpoint_path, kept):
                 save_atomic(self.checkpoint_path, self._state())
 
     @contextlib.contextmanager
@@ -259,6 +262,8 @@ class Trainer:
             yield
         except OSError as exc:
             reason = exc.strerror or str(exc)
+            if then is None and self.comm is not None:
+                then = f"mpiexec -n {self.world} normgrad train --resume {self.out} --distributed"
             then = then or f"normgrad train --resume {self.out}"
             raise RunWriteError(
                 f"cannot write {path}: {reason}; {kept} (free space or fix the permissions, "
