@@ -132,6 +132,7 @@ def _usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["reproduce", "ioffe2015", "--data-dir", str(tmp / "typo"), "--out", out],
          "no such directory"),
         (["verify", "--json", str(tmp / "a_dir")], "--json"),
+        (["check", str(file), "--json", str(tmp / "a_dir")], "--json"),
         (["bench", "--json", str(file / "x.json")], "--json"),
         (["nonsense"], "invalid choice"),
         (["train", "--steps", "x"], "invalid int value"),
@@ -175,7 +176,7 @@ def test_a_read_only_out_is_refused_before_anything_is_written(tmp_path, capsys)
         assert _train(ro / "run") == 2
         assert "cannot be written" in _one_line(capsys.readouterr().err)
         assert cli.main(["graph", "--out", str(ro / "g.dot")]) == 2
-        assert "cannot be written" in _one_line(capsys.readouterr().err)
+        assert "cannot write --out" in _one_line(capsys.readouterr().err)
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(ro)], check=True)

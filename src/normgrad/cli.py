@@ -51,7 +51,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from normgrad.reference.pytorch import torch_available
 
     if args.json:
-        _write_text(args.json, "", "--json")  # fail now, not after every check has run
+        _check_json(args.json)  # fail now, not after every check has run
     use_torch = torch_available() and not args.no_torch
     print(verify.header(use_torch), flush=True)
     section = None
@@ -153,6 +153,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from normgrad.learn import grader
 
+    if args.json:
+        _check_json(args.json)  # before the learner's code runs
     try:
         path, name = grader.parse_target(args.target)
         rows = grader.grade(path, name)
@@ -282,6 +284,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from normgrad import bench
 
+    if args.json:
+        _check_json(args.json)  # fail now, not after minutes of measuring
     if args.mpi:
         try:
             import mpi4py  # noqa: F401
@@ -296,8 +300,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             _write_text(args.json, bench.to_json({"mpi": rows}), "--json")
         return 0
-    if args.json:
-        _write_text(args.json, "", "--json")  # fail now, not after minutes of measuring
     result = bench.run(quick=args.quick, progress=not args.no_progress)
     print(bench.format_report(result))
     if args.json:
@@ -340,6 +342,13 @@ def _weight_scale(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
+
+
+def _check_json(path: str) -> None:
+    """--json FILE must be writable; checked before any work, creating nothing."""
+    from normgrad.io import check_output_file
+
+    check_output_file(path, "--json")
 
 
 def _write_text(path: str, text: str, what: str) -> None:

@@ -196,14 +196,14 @@ def check_output_file(path: str | Path, option: str) -> Path:
     """``path`` as a file a command can write (its directory must exist), checked without
     creating anything; NormgradUsageError naming ``option`` if not."""
     path = Path(path)
+    what = f"cannot write {option} {path}"
     if path.is_dir():
-        raise NormgradUsageError(f"{option} {path}: is a directory; give a file name")
+        raise NormgradUsageError(f"{what}: it is a directory; give a file name")
     parent = path.absolute().parent
     if not parent.exists():
-        raise NormgradUsageError(
-            f"{option} {path}: the output directory {str(path.parent)!r} does not exist"
-        )
+        missing = str(path.parent)
+        raise NormgradUsageError(f"{what}: the output directory {missing!r} does not exist")
     problem = _writable_problem(parent)
     if problem is not None:
-        raise NormgradUsageError(f"{option} {path}: cannot be written ({problem})")
+        raise NormgradUsageError(f"{what}: {problem}")
     return path
