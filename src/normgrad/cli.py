@@ -38,7 +38,7 @@ exit codes:
   143  terminated (SIGTERM); as 130"""
 
 #: explain and graph walk or draw every element of a small example; the numerical check
-#: costs about N^2 operations for N elements (4096 elements: about 2 s).
+#: costs about N^2 operations for N elements (4096 elements: 2-4 s on a loaded 2-core VM).
 EXAMPLE_MAX_ELEMENTS = 4096
 
 
@@ -103,7 +103,7 @@ def _example(args: argparse.Namespace):
             shape = ",".join(map(str, args.shape))
             raise NormgradUsageError(
                 f"--shape {shape} has {size:,} elements; {args.command} works on small examples "
-                f"of at most {EXAMPLE_MAX_ELEMENTS:,} elements (about 2 s; its numerical check "
+                f"of at most {EXAMPLE_MAX_ELEMENTS:,} elements (a few seconds; the numerical check "
                 "grows with the square of the size)"
             )
 
