@@ -436,7 +436,7 @@ def test_a_signal_to_a_training_process_exits_128_plus_the_signal(tmp_path, sign
     deadline = time.monotonic() + 60
     while not (run / "config.json").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.2)
+    time.sleep(1.0)  # past setup, into the steps (a signal before them ends without one)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
@@ -685,7 +685,7 @@ def test_mpi_a_signal_stops_every_rank_after_the_same_step(tmp_path):
     deadline = time.monotonic() + 60
     while not (run / "config.json").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(1.0)  # past setup, into the steps
     proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to every rank
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
