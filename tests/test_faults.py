@@ -427,6 +427,29 @@ def test_a_signal_finishes_the_step_saves_and_resumes_exactly(
     _same_run(reference, run)
 
 
+def test_a_second_ctrl_c_is_not_deferred_and_the_last_checkpoint_stays(
+    tmp_path, capsys, monkeypatch, reference
+):
+    from normgrad.train.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def train_step(self, step):
+        if step == 14:
+            os.kill(os.getpid(), signal.SIGINT)  # noted: stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # the impatient second one: stop now
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    run = tmp_path / "run"
+    assert _train(run) == 130
+    assert _one_line(capsys.readouterr().err) == "normgrad train: interrupted"
+    assert int(load_verified(run / "checkpoint.npz")["step"]) == 10
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert _resume(run) == 0
+    _same_run(reference, run)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_a_training_process_exits_128_plus_the_signal(tmp_path, signum):
     run = tmp_path / "run"
