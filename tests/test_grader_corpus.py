@@ -207,7 +207,7 @@ def test_a_bad_timeout_is_one_line(value, capsys):
     err = capsys.readouterr().err.strip()
     assert (
         len(err.splitlines()) == 1
-        and f"expected a positive number of seconds, got '{value}'" in err
+        and f"expected a positive number of seconds; got '{value}'" in err
     )
 
 

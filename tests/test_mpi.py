@@ -58,6 +58,7 @@ def test_data_parallel_training_equals_single_process_training(tmp_path, k):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("30 steps") == 1  # rank 0 alone reports and writes
     a, b = load_verified(dist / "model.npz"), load_verified(single / "model.npz")
+    assert str(a.pop("config")) == str(b.pop("config"))  # the run's settings, stored
     for name in b:
         # biases before batch norm have zero gradient: their values are rounding noise
         assert_close(a[name], b[name], rtol=1e-10, atol=1e-12, name=name)
@@ -82,7 +83,7 @@ def test_bench_mpi_counts_the_bytes_the_model_predicts():
     bn_layers, channels = 3, 100
     forward = 8 * (1 + 2 * channels)  # Allgather of (count, mean, M2) per BN layer
     backward = 8 * 2 * channels  # Allreduce of sum(dy), sum(dy * xhat)
-    gradients = 8 * (params + 2)  # one fused buffer, plus the loss and the hit count
+    gradients = 8 * (params + 3)  # one fused buffer, plus the loss, hit count, stop flag
     expected = bn_layers * (forward + backward) + gradients
     for r in rows:
         assert r["collectives_per_step"] == 2 * bn_layers + 1

@@ -5,12 +5,16 @@ Subcommands import what they need when they run, so ``normgrad --help`` stays fa
 core never imports the command line. A :class:`~normgrad.errors.NormgradUsageError` (bad
 input: a missing file, a bad setting, a missing extra) prints one line and exits 2, as
 argparse's own errors do; any other exception is a bug and surfaces as a traceback (exit 1).
+The exit codes are :data:`EXIT_CODES`, shown by ``normgrad --help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,12 +27,31 @@ and backward passes, derived three ways (staged graph, closed form, automatic) a
 checked against each other, against central differences and against PyTorch."""
 
 
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    a check failed (verify, check, explain), or a bug in normgrad (with a traceback)
+  2    a usage mistake (checked before anything is written), or a file that cannot be
+       written (a full disk): one line on stderr says what to change
+  3    train: the loss became NaN/Inf; the last good checkpoint is kept
+  130  interrupted (Ctrl-C); train saves a checkpoint first and prints how to resume
+  143  terminated (SIGTERM); as 130"""
+
+#: explain and graph walk or draw every element of a small example; the numerical check
+#: costs about N^2 operations for N elements (4096 elements: 2-4 s on a loaded 2-core VM).
+EXAMPLE_MAX_ELEMENTS = 4096
+
+
+class _Terminated(Exception):
+    """SIGTERM outside a training loop (which handles it itself)."""
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from normgrad import verify
     from normgrad.reference.pytorch import torch_available
 
     if args.json:
-        _write_text(args.json, "", "--json")  # fail now, not after every check has run
+        _check_json(args.json)  # fail now, not after every check has run
     use_torch = torch_available() and not args.no_torch
     print(verify.header(use_torch), flush=True)
     section = None
@@ -97,6 +120,18 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 def _example(args: argparse.Namespace):
     from normgrad.learn.examples import make_example
 
+    if args.shape is not None:
+        size = 1
+        for n in args.shape:
+            size *= n
+        if size > EXAMPLE_MAX_ELEMENTS:
+            shape = ",".join(map(str, args.shape))
+            raise NormgradUsageError(
+                f"--shape {shape} has {size:,} elements; {args.command} works on small examples "
+                f"of at most {EXAMPLE_MAX_ELEMENTS:,} elements (a few seconds; the numerical check "
+                "grows with the square of the size)"
+            )
+
     try:
         return make_example(
             args.op, args.shape, seed=args.seed, num_groups=args.groups, bessel=args.bessel
@@ -116,17 +151,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
+    from normgrad.io import check_output_file
     from normgrad.learn import graph
 
     try:
         fmt = graph.infer_format(args.out, args.format)
     except ValueError as exc:  # the user's --out or --format
         raise NormgradUsageError(str(exc)) from None
+    check_output_file(args.out, "--out")
     example = _example(args)
     try:
         path = graph.draw_example(example, args.out, fmt)
     except FileNotFoundError as exc:  # no such output directory
         raise NormgradUsageError(str(exc)) from None
+    except OSError as exc:  # the user's --out: no permission, a full disk
+        raise NormgradUsageError(f"cannot write --out {args.out}: {exc.strerror}") from None
     except ImportError as exc:  # no graphviz package
         raise MissingDependencyError(str(exc)) from None
     except graph.RenderError as exc:
@@ -134,17 +173,6 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {path}")
     return 0
-
-
-def _positive_seconds(text: str) -> float:
-    """``--timeout``'s value: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _say_at_once(message: str) -> None:
@@ -155,11 +183,12 @@ def _say_at_once(message: str) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     import json
 
+    from normgrad.io import check_output_file
     from normgrad.learn import grader
 
     for option, dest in (("--json", args.json), ("--gradescope", args.gradescope)):
-        if dest:
-            _write_text(dest, "", option)  # fail now, not after grading
+        if dest:  # writable, checked before the learner's code runs; creates nothing
+            check_output_file(dest, option)
     try:
         path, name = grader.parse_target(args.target)
         report = grader.grade(path, name, timeout=args.timeout, on_timeout=_say_at_once)
@@ -189,13 +218,27 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from normgrad.train import TrainingDiverged, mpi_world, resume_run, start_run
+    from normgrad.train import mpi_world
 
     comm = mpi_world() if args.distributed else None
     root = comm is None or comm.Get_rank() == 0
+    try:
+        return _train(args, comm, root)
+    except NormgradUsageError:
+        if root:
+            raise
+        return 2  # every rank fails with the same message (train.run._agreed): rank 0 says it
+
+
+def _train(args: argparse.Namespace, comm, root: bool) -> int:
+    from normgrad.train import TrainingDiverged, TrainingInterrupted, resume_run, start_run
+
     progress = not args.no_progress
+    if args.rank_timeout is not None and comm is None:
+        raise NormgradUsageError("--rank-timeout is for --distributed runs")
     if args.resume:
-        given = [*args.given_options, *(["--out"] if args.out else [])]
+        given = [*args.given_options, *(["--out"] if args.out else []),
+                 *(["--overwrite"] if args.overwrite else [])]  # fmt: skip
         if given:
             raise NormgradUsageError(
                 f"--resume DIR continues a run with its own settings; drop {', '.join(given)}"
@@ -207,9 +250,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise NormgradUsageError("--out DIR is required (or --resume DIR)")
     try:
         if args.resume:
-            report = resume_run(out, comm=comm, progress=progress, log=print)
+            report = resume_run(
+                out, comm=comm, progress=progress, log=print, rank_timeout=args.rank_timeout
+            )
         else:
-            report = start_run(_train_config(args), out, comm=comm, progress=progress)
+            report = start_run(
+                _train_config(args), out, comm=comm, progress=progress, overwrite=args.overwrite,
+                rank_timeout=args.rank_timeout,
+            )  # fmt: skip
+    except TrainingInterrupted as exc:  # every rank stops after the same step
+        if root:
+            print(
+                f"normgrad train: stopped by {signal.Signals(exc.signal_number).name} after "
+                f"step {exc.step} of {exc.total}; checkpoint saved in {exc.checkpoint_path}; "
+                f"continue with: {_resume_command(out, comm)}",
+                file=sys.stderr,
+            )
+        return 128 + exc.signal_number
     except TrainingDiverged as exc:  # every rank sees the same loss, so all stop here
         if root:
             if exc.checkpoint_kept:
@@ -226,6 +283,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_command(out: Path, comm) -> str:
+    if comm is None:
+        return f"normgrad train --resume {out}"
+    return f"mpiexec -n {comm.Get_size()} normgrad train --resume {out} --distributed"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from normgrad.train import evaluate_run
 
@@ -238,9 +301,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from normgrad.io import check_output_dir
     from normgrad.tools.table import Column, Table
 
-    out = Path(args.out or args.experiment)
+    out = check_output_dir(Path(args.out or args.experiment), "--out")
     common = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
               "progress": not args.no_progress}  # fmt: skip
     if args.experiment == "ioffe2015":
@@ -263,6 +327,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from normgrad import bench
 
+    if args.json:
+        _check_json(args.json)  # fail now, not after minutes of measuring
     if args.mpi:
         try:
             import mpi4py  # noqa: F401
@@ -277,8 +343,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             _write_text(args.json, bench.to_json({"mpi": rows}), "--json")
         return 0
-    if args.json:
-        _write_text(args.json, "", "--json")  # fail now, not after minutes of measuring
     result = bench.run(quick=args.quick, progress=not args.no_progress)
     print(bench.format_report(result))
     if args.json:
@@ -296,11 +360,38 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
+
+
 def _weight_scale(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
         return text
+
+
+def _check_json(path: str) -> None:
+    """--json FILE must be writable; checked before any work, creating nothing."""
+    from normgrad.io import check_output_file
+
+    check_output_file(path, "--json")
 
 
 def _write_text(path: str, text: str, what: str) -> None:
@@ -383,7 +474,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=_weight_scale,
         metavar="STD|NAME",
     )
-    option("--seed", "seeds the weights and the order of the data", type=int)
+    option("--seed", "seeds the weights and the order of the data", type=_seed)
     option("--checkpoint-every", "steps between checkpoints", type=int, metavar="K")
     option("--eval-every", "steps between test evaluations", type=int, metavar="K")
     option("--dtype", "of parameters and data", choices=DTYPES)
@@ -396,7 +487,7 @@ def _add_example_args(p: argparse.ArgumentParser) -> None:
     defaults = ", ".join(f"{name} {','.join(map(str, s.example_shape))}" for name, s in OPS.items())
     p.add_argument("--op", choices=tuple(OPS), default="batch_norm", help="which normalization")
     p.add_argument("--shape", type=_parse_shape, help=f"input shape, e.g. 4,3 ({defaults})")
-    p.add_argument("--seed", type=int, default=0, help="seed for x, gamma, beta, dout (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="for x, gamma, beta, dout (default 0)")
     p.add_argument("--groups", type=int, help="number of groups for group_norm (default 2)")
     p.add_argument("--bessel", action="store_true", help="Bessel-corrected variance (/ (M-1))")
 
@@ -407,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="normgrad",
         description=DESCRIPTION,
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"normgrad {normgrad.__version__}")
@@ -426,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the random inputs (default 0)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparisons")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.set_defaults(func=_cmd_verify)
@@ -525,18 +617,32 @@ def build_parser() -> argparse.ArgumentParser:
             "DIR/metrics.csv, DIR/model.npz and DIR/checkpoint.npz (atomic, verified on\n"
             "load). --resume DIR continues a run where its checkpoint left it; the result is\n"
             "bit-for-bit that of an uninterrupted run. A NaN/Inf loss stops the run (exit 3)\n"
-            "and keeps the last good checkpoint."
+            "and keeps the last good checkpoint. Ctrl-C or SIGTERM finishes the current step,\n"
+            "saves a checkpoint, prints the command that resumes, and exits 130 or 143."
         ),
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_train_options(p)
     p.add_argument("--out", metavar="DIR", help="where the run is written")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out DIR (without it, a DIR holding a run is refused)",
+    )
+    p.add_argument(
         "--distributed",
         action="store_true",
         help="data-parallel over MPI (mpiexec -n K normgrad train --distributed ...): each rank "
         "takes a slice of every batch, batch norm is synchronized, rank 0 writes",
+    )
+    p.add_argument(
+        "--rank-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --distributed: abort the job, naming the silent rank, when a rank has "
+        "waited this long for the others (default: wait forever)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -572,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the four IDX files")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--seed", type=_seed, default=0, help="default 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
 
@@ -608,7 +714,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        _check_environment()
         return args.func(args)
     except NormgradUsageError as exc:
         print(f"normgrad {args.command}: error: {exc}", file=sys.stderr)
@@ -616,6 +726,31 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print(f"normgrad {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print(f"normgrad {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+def _check_environment() -> None:
+    """The environment variables normgrad reads, checked before any work starts."""
+    from normgrad.backends import BACKENDS, ENV_VAR
+
+    value = os.environ.get(ENV_VAR)
+    if value is not None and value not in BACKENDS:
+        raise NormgradUsageError(
+            f"the environment variable {ENV_VAR} must be one of {', '.join(BACKENDS)}; "
+            f"got {value!r}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -123,6 +123,13 @@ def _loss(f: Callable, inputs: Mapping[str, np.ndarray], dout: np.ndarray) -> fl
     return float(np.sum(out * dout))
 
 
+def _perturbable(a) -> np.ndarray:
+    """A copy of ``a`` that can hold ``a + h``: integer and boolean inputs become float64
+    (perturbing an integer array in place would truncate every step to 0)."""
+    a = np.asarray(a)
+    return a.astype(np.float64) if a.dtype.kind not in "fc" else a.copy()
+
+
 def numerical_gradient(
     f: Callable, inputs: Mapping[str, np.ndarray], wrt: str, dout, *, h: float = DEFAULT_H
 ) -> np.ndarray:
@@ -132,7 +139,7 @@ def numerical_gradient(
     """
     dout = np.asarray(dout, np.float64)
     work = dict(inputs)
-    x = np.array(inputs[wrt], copy=True)  # perturb a copy, never the caller's array
+    x = _perturbable(inputs[wrt])  # a copy: never the caller's array
     work[wrt] = x
     grad = np.zeros(x.shape, np.float64)
     for idx in np.ndindex(x.shape):
@@ -168,6 +175,8 @@ def directional_derivative(
     """
     dout = np.asarray(dout, np.float64)
     x = np.asarray(inputs[wrt])
+    if x.dtype.kind not in "fc":  # integers cannot hold x +- h v: differentiate in float64
+        x = x.astype(np.float64)
     step = (h * direction).astype(x.dtype)
     plus = _loss(f, {**inputs, wrt: x + step}, dout)
     minus = _loss(f, {**inputs, wrt: x - step}, dout)

@@ -158,6 +158,12 @@ def forward_updating(
     running_var = v.check_running("running_var", running_var, layout.param_shape, written=training)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together, or neither")
+    if running_mean is not None and np.shares_memory(running_mean, running_var):
+        raise ValueError(
+            "running_mean and running_var share memory (the same array, or overlapping "
+            "views): each is updated in place, so pass two separate arrays"
+        )
+    v.check_comm(comm)
     # The synchronized statistics live in the NumPy backend; so does everything small.
     chosen = backends.choose(backend, x.size, layout, comm=comm)
 

@@ -27,20 +27,46 @@ def as_float_array(name: str, a: object) -> np.ndarray:
 
     Raises TypeError for integer, boolean, complex, object and other non-float data:
     silently normalising integers would hide a bug in the caller more often than help.
+    A masked array with masked values is refused (its mask would be ignored); one without,
+    an ``np.matrix`` or another subclass is used as a plain ndarray; a byte-swapped
+    (big-endian) array is converted to native byte order (a copy).
     """
-    if isinstance(a, np.ndarray):
-        arr = a
+    if isinstance(a, np.ma.MaskedArray):
+        if np.ma.is_masked(a):
+            raise TypeError(
+                f"{name} is a masked array with {int(np.ma.count_masked(a))} masked values; "
+                "normalization would ignore the mask: pass the values to use, e.g. "
+                f"{name}.filled(...) or the unmasked rows"
+            )
+        arr = np.asarray(a.data)
+    elif isinstance(a, np.ndarray):
+        arr = a if type(a) is np.ndarray else np.asarray(a)  # np.matrix: plain 2-D array
     else:
         try:
             arr = np.asarray(a)
         except Exception as exc:  # pragma: no cover - numpy's own message is kept
             raise TypeError(f"{name} must be a floating-point array; got {_describe(a)}") from exc
+    if not arr.dtype.isnative and arr.dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
             f"{name} must be a floating-point array (float16, float32 or float64); "
             f"got dtype {arr.dtype}"
         )
     return arr
+
+
+def check_comm(comm: object) -> None:
+    """``comm`` must be None or an mpi4py-like communicator (Get_size, Allgather,
+    Allreduce)."""
+    if comm is None:
+        return
+    missing = [m for m in ("Get_size", "Allgather", "Allreduce") if not hasattr(comm, m)]
+    if missing:
+        raise TypeError(
+            f"comm must be an mpi4py communicator such as MPI.COMM_WORLD (with Get_size, "
+            f"Allgather, Allreduce) or None; got {_describe(comm)}"
+        )
 
 
 def check_eps(eps: object) -> float:
@@ -100,13 +126,15 @@ def check_param(name: str, p: object, shape: tuple[int, ...], what: str) -> np.n
 def check_running(
     name: str, r: object, shape: tuple[int, ...], *, written: bool = True
 ) -> np.ndarray | None:
-    """Validate a running-statistics array; ``written``: it will be updated in place (in
+    """Validate a running-statistics array: an ndarray, but not a masked array or np.matrix,
+    which would not take an update as expected. ``written``: it will be updated in place (in
     training mode), so it must be writeable. Eval mode only reads it."""
     if r is None:
         return None
-    if not isinstance(r, np.ndarray):
+    if not isinstance(r, np.ndarray) or isinstance(r, np.ma.MaskedArray | np.matrix):
         raise TypeError(
             f"{name} must be a NumPy array (it is updated in place); got {_describe(r)}"
+            + ("" if not isinstance(r, np.ndarray) else f" of type {type(r).__name__}")
         )
     as_float_array(name, r)
     if r.shape != shape:

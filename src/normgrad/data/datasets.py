@@ -24,6 +24,8 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 DATASETS = ("fashion-mnist", "mnist", "digits")
+#: MNIST and Fashion-MNIST label their images 0..9.
+IDX_NUM_CLASSES = 10
 
 
 class DatasetError(NormgradUsageError):
@@ -109,6 +111,22 @@ def load_idx_dir(directory: str | Path, name: str) -> Dataset:
                 f"{paths[f'x_{split}']} holds {len(x)} images but {paths[f'y_{split}']} holds "
                 f"{len(y)} labels"
             )
+        labels = arrays[f"y_{split}"]
+        bad = (labels < 0) | (labels >= IDX_NUM_CLASSES)
+        if bad.any():
+            where = int(np.flatnonzero(bad)[0])
+            raise DatasetError(
+                f"{paths[f'y_{split}']}: label {int(labels[where])} at index {where}; {name} "
+                f"labels are 0..{IDX_NUM_CLASSES - 1}"
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        train_size, test_size = (
+            "x".join(map(str, arrays[k].shape[1:])) for k in ("x_train", "x_test")
+        )
+        raise DatasetError(
+            f"{directory}: the training images are {train_size} but the test images are "
+            f"{test_size}; both splits must have the same image size"
+        )
 
     def images(a):
         return (a.reshape(len(a), -1) / 255.0).astype(np.float32)

@@ -22,9 +22,9 @@ import numpy as np
 
 from normgrad.data import load_dataset
 from normgrad.experiments import report
-from normgrad.io import atomic_write
+from normgrad.io import atomic_write, remove_stale_temporaries
 from normgrad.tools.table import Column
-from normgrad.train import TrainConfig, Trainer
+from normgrad.train import RUN_FILES, TrainConfig, Trainer
 
 PERCENTILES = (15, 50, 85)
 # The unit whose sigmoid input we follow: the first unit of the last hidden layer.
@@ -93,9 +93,10 @@ def run(
     """Train both networks, write everything to ``out_dir``; returns the summary."""
     report.require_at_least_one(steps=steps)
     report.pyplot()  # fail now, not after training, if matplotlib is missing
-    out = report.output_dir(out_dir)
+    report.check_output_dir(out_dir)  # before the dataset is read
     dataset = dataset or report.default_dataset(data_dir)
     data = load_dataset(dataset, data_dir)
+    out = report.output_dir(out_dir)
     log(f"dataset: {dataset} ({data.source}), {len(data.train)} train / {len(data.test)} test")
     eval_every = max(1, steps // 100)
     probe = sigmoid_input_probe(data.test.x[:N_PROBE].astype(np.float32))
@@ -108,6 +109,7 @@ def run(
         )  # fmt: skip
         run_dir = out / subdir
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)  # left by a killed earlier run
         atomic_write(run_dir / "config.json", cfg.to_json())
         bar_options = {"position": position, "leave": True, "dynamic_ncols": True}
         trainer = Trainer(cfg, run_dir, data=data, probe=probe, progress=progress,

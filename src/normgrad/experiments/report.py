@@ -12,19 +12,31 @@ from typing import Any
 from normgrad.data import fashion_mnist_available
 from normgrad.errors import ConfigError, MissingDependencyError, NormgradUsageError
 from normgrad.io import atomic_open, atomic_write
+from normgrad.io import check_output_dir as io_check_output_dir
 from normgrad.tools.table import Column, Table
 
 
 def default_dataset(data_dir: str | None) -> str:
-    """Fashion-MNIST when its files are there (Debian's package or data_dir), else digits."""
-    return "fashion-mnist" if fashion_mnist_available(data_dir) else "digits"
+    """Fashion-MNIST when a ``data_dir`` is given (which must then hold it: an explicit
+    directory never falls back to another dataset) or Debian's package is installed, else
+    digits."""
+    if data_dir:
+        return "fashion-mnist"
+    return "fashion-mnist" if fashion_mnist_available() else "digits"
 
 
-def output_dir(out: str | Path) -> Path:
-    """``out``, created if missing; its parent must exist (a typo should not build a tree)."""
+def check_output_dir(out: str | Path) -> Path:
+    """``out`` as a directory that can be created and written; its parent must exist (a
+    typo should not build a tree). Creates nothing."""
     out = Path(out)
     if not out.parent.is_dir():
         raise NormgradUsageError(f"the parent directory of --out {out} does not exist")
+    return io_check_output_dir(out, "--out")
+
+
+def output_dir(out: str | Path) -> Path:
+    """``out``, checked (:func:`check_output_dir`) and created if missing."""
+    out = check_output_dir(out)
     out.mkdir(exist_ok=True)
     return out
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from normgrad.data import Dataset, load_dataset
 from normgrad.experiments import report
+from normgrad.io import remove_stale_temporaries
 from normgrad.progress import progress_bar
 from normgrad.tools.table import Column
-from normgrad.train import TrainConfig, Trainer
+from normgrad.train import RUN_FILES, TrainConfig, Trainer
 
 WS_HIDDEN = [50] * 7  # the course's 8-layer network
 BS_HIDDEN = [100] * 5
@@ -57,6 +58,7 @@ def _course_run(out: Path, data: Dataset, *, norm, hidden, weight_scale, batch_s
         eval_every=per_epoch, log_every=per_epoch, checkpoint_every=10**9,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, RUN_FILES)  # left by a killed earlier run
     trainer = Trainer(cfg, out, data=data, evaluate_on="validation")
     result = trainer.run()
     val_acc = [e["validation_acc"] for e in trainer.evals]  # epoch 0 (start) to the last
@@ -82,9 +84,10 @@ def run(
     """Both experiments; writes the CSVs, plots and report.md to ``out_dir``."""
     report.require_at_least_one(epochs=epochs, num_scales=num_scales)
     report.pyplot()  # fail now, not after training, if matplotlib is missing
-    out = report.output_dir(out_dir)
+    report.check_output_dir(out_dir)  # before the dataset is read
     dataset = dataset or report.default_dataset(data_dir)
     data = load_dataset(dataset, data_dir).hold_out_validation(NUM_TRAIN, NUM_VAL)
+    out = report.output_dir(out_dir)
     log(f"dataset: {dataset} ({data.source}), {NUM_TRAIN} train / {NUM_VAL} validation images")
     scales = np.logspace(-4, 0, num=num_scales)
     jobs = [("ws", float(ws), norm, 50) for ws in scales for norm in ("none", "batch_norm")]

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from normgrad.core import validate
 from normgrad.nn.module import Module
 
 
@@ -27,6 +28,8 @@ class Linear(Module):
         dtype=np.float64, input_grad: bool = True,
     ):  # fmt: skip
         super().__init__()
+        in_features = validate.check_positive_int("in_features", in_features)
+        out_features = validate.check_positive_int("out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         std = init_std(weight_scale, in_features, out_features)
         weight = rng.normal(0.0, std, (in_features, out_features)).astype(dtype)
@@ -35,7 +38,13 @@ class Linear(Module):
         self.input_grad = input_grad
 
     def forward(self, x):
-        self._x = x
+        x = validate.as_float_array("x", x)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) takes x of shape "
+                f"(N, {self.in_features}); got shape {x.shape}"
+            )
+        self._x = x  # saved only once x is known to be usable
         return x @ self.params["weight"] + self.params["bias"]
 
     def backward(self, dout):

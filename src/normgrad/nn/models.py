@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 
+from normgrad.core import validate
 from normgrad.core.table import get_op
 from normgrad.nn.layers import Linear, ReLU, Sigmoid
 from normgrad.nn.module import Sequential
@@ -71,6 +72,11 @@ class FullyConnectedNet(Sequential):
         comm=None,
     ):
         normalization = _normalization_name(normalization)
+        validate.check_positive_int("input_dim", input_dim)
+        validate.check_positive_int("num_classes", num_classes)
+        hidden_dims = list(hidden_dims)
+        for i, h in enumerate(hidden_dims):
+            validate.check_positive_int(f"hidden_dims[{i}]", h)
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"activation must be 'relu' or 'sigmoid'; got {activation!r}")
         make_norm = {

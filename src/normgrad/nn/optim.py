@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from normgrad.nn.module import _converted
+
 
 class Optimizer:
     def __init__(self, model, lr: float):
@@ -17,18 +19,46 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
 
     def step(self) -> None:
+        for name, p, g in self._checked_pairs():
+            self._update(name, p, g)
+
+    def _checked_pairs(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, parameter, gradient)`` for every parameter, all checked before any is
+        updated (a missing or misshapen gradient leaves every parameter as it was)."""
         params, grads = self.model.parameters(), self.model.gradients()
+        pairs = []
         for name, p in params.items():
-            self._update(name, p, grads[name])
+            g = grads.get(name)
+            if g is None or np.shape(g) != p.shape:
+                got = "none" if g is None else f"shape {np.shape(g)}"
+                raise ValueError(
+                    f"the gradient of {name} must have the parameter's shape {p.shape}; got {got}"
+                )
+            pairs.append((name, p, g))
+        return pairs
 
     def _update(self, name, p, g) -> None:
         raise NotImplementedError
+
+    def _state_templates(self) -> dict[str, np.ndarray]:
+        """Every entry the optimizer's state can hold, as a zero array of its shape/dtype."""
+        return {}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, copy=True) for k, v in self.state.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.state = {k: np.array(v, copy=True) for k, v in state.items()}
+        """Replace the state with ``state``. Every entry is checked (a name this optimizer
+        keeps, the parameter's shape, a value its dtype holds without loss) before any is
+        taken, so on a ValueError the optimizer is unchanged."""
+        templates = self._state_templates()
+        unexpected = sorted(set(state) - set(templates))
+        if unexpected:
+            raise ValueError(
+                f"optimizer state does not fit {type(self).__name__} on this model: unexpected "
+                f"{unexpected}"
+            )
+        self.state = {k: _converted(k, v, templates[k]).copy() for k, v in state.items()}
 
 
 class SGD(Optimizer):
@@ -39,6 +69,11 @@ class SGD(Optimizer):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1); got {momentum}")
         self.momentum = momentum
+
+    def _state_templates(self):
+        if self.momentum == 0.0:
+            return {}
+        return {f"{n}.velocity": np.zeros_like(p) for n, p in self.model.parameters().items()}
 
     def _update(self, name, p, g):
         if self.momentum == 0.0:
@@ -57,10 +92,18 @@ class Adam(Optimizer):
         super().__init__(model, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
+    def _state_templates(self):
+        templates = {"t": np.zeros((), dtype=np.int64)}
+        for n, p in self.model.parameters().items():
+            templates |= {f"{n}.m": np.zeros_like(p), f"{n}.v": np.zeros_like(p)}
+        return templates
+
     def step(self) -> None:
+        pairs = self._checked_pairs()  # before the step count moves
         t = self.state.setdefault("t", np.zeros((), dtype=np.int64))
         t += 1
-        super().step()
+        for name, p, g in pairs:
+            self._update(name, p, g)
 
     def _update(self, name, p, g):
         m = self.state.setdefault(f"{name}.m", np.zeros_like(p))

@@ -4,6 +4,7 @@ from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomi
 from normgrad.train.config import NORM_CHOICES, TrainConfig, canonical_norm
 from normgrad.train.run import (
     Evaluation,
+    RankFailed,
     RunReport,
     evaluate_run,
     mpi_world,
@@ -11,9 +12,12 @@ from normgrad.train.run import (
     start_run,
 )
 from normgrad.train.trainer import (
+    RUN_FILES,
     RunResult,
+    RunWriteError,
     Trainer,
     TrainingDiverged,
+    TrainingInterrupted,
     accuracy,
     build_model,
     load_model,
@@ -22,13 +26,17 @@ from normgrad.train.trainer import (
 
 __all__ = [
     "NORM_CHOICES",
+    "RUN_FILES",
     "CheckpointError",
     "Evaluation",
+    "RankFailed",
     "RunReport",
     "RunResult",
+    "RunWriteError",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "accuracy",
     "build_model",
     "canonical_norm",

@@ -6,12 +6,15 @@ a run directory's ``config.json`` is this dataclass as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from normgrad.core.table import get_op
+from normgrad.data.datasets import DATASETS
 from normgrad.errors import ConfigError
 from normgrad.nn.models import FC_NORMALIZATIONS
 
@@ -26,6 +29,15 @@ DTYPES = ("float32", "float64")
 WEIGHT_SCHEMES = ("he", "kaiming", "lecun", "xavier", "glorot")
 #: Groups per group norm layer: every hidden size must be a multiple.
 GROUP_NORM_GROUPS = 4
+#: The datasets that read IDX files from a directory (``--data-dir``); digits needs none.
+IDX_DATASETS = ("fashion-mnist", "mnist")
+
+# The JSON types of each setting (a config.json written by hand, or by something else, is
+# checked against these before anything reads it; bool is refused where a number is due).
+_INT_FIELDS = ("batch_size", "steps", "epochs", "seed", "checkpoint_every", "eval_every",
+               "log_every")  # fmt: skip
+_FLOAT_FIELDS = ("lr", "momentum")
+_STR_FIELDS = ("dataset", "norm", "activation", "optimizer", "dtype")
 
 
 def canonical_norm(name: str) -> str:
@@ -33,7 +45,7 @@ def canonical_norm(name: str) -> str:
     (the short name earlier versions stored in config.json), ``"batchnorm"`` and
     ``"batch_norm"`` all give ``"batch_norm"``; ``"none"`` stays. A name the table does not
     know comes back unchanged, for :meth:`TrainConfig.validate` or argparse to reject."""
-    if name == "none":
+    if name == "none" or not isinstance(name, str):
         return name
     try:
         return get_op(name).name
@@ -91,8 +103,16 @@ class TrainConfig:
                 return f.default_factory() if callable(f.default_factory) else f.default
         raise KeyError(name)
 
-    def validate(self) -> None:
-        """Raise :class:`~normgrad.errors.ConfigError` naming the first bad setting."""
+    def validate(self, *, data_supplied: bool = False) -> None:
+        """Raise :class:`~normgrad.errors.ConfigError` naming the first bad setting.
+
+        Checks types, ranges and the settings that contradict each other; reads nothing but
+        whether an explicit ``data_dir`` exists (the dataset itself is checked when it is
+        loaded). ``data_supplied``: the caller brings its own Dataset, so ``dataset`` is
+        only its name and ``data_dir`` is not read."""
+        self._check_types()
+        if not data_supplied:
+            self._check_dataset()
         if self.norm not in NORM_CHOICES:
             raise ConfigError(f"--norm must be one of {', '.join(NORM_CHOICES)}; got {self.norm!r}")
         for name, choices in (
@@ -109,8 +129,14 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        if (self.steps or self.epochs) < 1:
-            raise ConfigError("--steps/--epochs must be at least 1")
+        length = "steps" if self.steps is not None else "epochs"
+        if getattr(self, length) < 1:
+            raise ConfigError(f"--{length} must be at least 1; got {getattr(self, length)}")
+        if self.norm == "batch_norm" and self.batch_size < 2:
+            raise ConfigError(
+                f"--norm batch_norm needs at least 2 images per batch to measure a variance; "
+                f"got --batch-size {self.batch_size}"
+            )
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden must list positive sizes; got {self.hidden}")
         if self.norm == "group_norm" and any(h % GROUP_NORM_GROUPS for h in self.hidden):
@@ -126,14 +152,85 @@ class TrainConfig:
                 )
         elif not 0 < self.weight_scale < math.inf:
             raise ConfigError(f"--weight-scale must be positive; got {self.weight_scale}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer; got {self.seed}")
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"--lr must be positive; got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"--momentum must be in [0, 1); got {self.momentum}")
 
+    def _check_dataset(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"--dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}"
+            )
+        if self.data_dir is not None:
+            if self.dataset not in IDX_DATASETS:
+                raise ConfigError(
+                    f"--data-dir is for {' and '.join(IDX_DATASETS)}; --dataset {self.dataset} "
+                    f"reads no files (got --data-dir {self.data_dir})"
+                )
+            if not Path(self.data_dir).is_dir():
+                raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
+
+    def _check_types(self) -> None:
+        def wrong(name: str, expected: str) -> ConfigError:
+            value = getattr(self, name)
+            return ConfigError(
+                f"--{name.replace('_', '-')} must be {expected}; got {value!r} "
+                f"({type(value).__name__})"
+            )
+
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in ("steps", "epochs"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise wrong(name, "an integer")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise wrong(name, "a number")
+        for name in _STR_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                raise wrong(name, "a name")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise wrong("data_dir", "a directory name")
+        if not isinstance(self.hidden, list) or any(
+            isinstance(h, bool) or not isinstance(h, int) for h in self.hidden
+        ):
+            raise wrong("hidden", "a list of integers")
+        scale = self.weight_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float | str):
+            raise wrong("weight_scale", "a number or a name")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the settings (MPI ranks compare it before the first step)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        return cls(**json.loads(text))
+        """The config of a ``config.json`` text, validated; ConfigError (saying what is
+        wrong) for text that is not JSON, not an object, has keys TrainConfig does not know,
+        or settings out of range."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            what = "empty" if not text.strip() else f"not JSON ({exc})"
+            raise ConfigError(f"the training configuration is {what}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"the training configuration must be a JSON object; got {type(data).__name__}"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"the training configuration has unknown settings {', '.join(unknown)}"
+            )
+        config = cls(**data)
+        config._check_types()
+        return config

@@ -14,30 +14,67 @@ Files in the output directory, each written atomically (:mod:`normgrad.io`):
 - ``checkpoint.npz``: the latest checkpoint (verified on load);
 - ``metrics.csv``: step, mean loss and batch accuracy over the last ``log_every`` steps,
   and the accuracy on the evaluation split (``test_acc``) at evaluation steps;
-- ``model.npz``: the final parameters and running statistics, by plain dotted names.
+- ``model.npz``: the final parameters and running statistics, by plain dotted names, and
+  the run's configuration (``config``), so the model describes itself under its checksum.
+
+A write that fails (a full disk, a directory made read-only) raises :class:`RunWriteError`
+naming the file, with the previous version of that file left as it was. With
+``stop_on_signals`` SIGINT and SIGTERM end the run after the current step, with a
+checkpoint: :class:`TrainingInterrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
 import math
+import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from normgrad.data import Dataset, Split, load_dataset
-from normgrad.errors import ConfigError, NonFiniteStatisticsWarning
+from normgrad.errors import ConfigError, NonFiniteStatisticsWarning, NormgradUsageError
 from normgrad.io import atomic_write
 from normgrad.nn import SGD, Adam, FullyConnectedNet, softmax_cross_entropy
 from normgrad.progress import progress_bar
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
 from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
+
+#: The files a training run writes in its directory.
+RUN_FILES = ("config.json", "metrics.csv", "model.npz", "checkpoint.npz")
+#: The key of the run's configuration (JSON) inside model.npz and checkpoint.npz.
+MODEL_CONFIG = "config"
+#: What a network may take, as a share of the machine's memory (the rest is the data,
+#: NumPy's temporaries and everything else running).
+MEMORY_SHARE = 0.5
+
+
+class RunWriteError(NormgradUsageError):
+    """A run's file could not be written (a full disk, no permission); the previous
+    version of the file is left as it was."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a finished step, with a checkpoint.
+
+    ``signal_number`` is the signal, ``step`` the last finished step and
+    ``checkpoint_path`` where it was saved."""
+
+    def __init__(self, signal_number: int, step: int, total: int, checkpoint_path: Path):
+        name = signal.Signals(signal_number).name
+        super().__init__(f"{name} at step {step} of {total}")
+        self.signal_number, self.step, self.total = signal_number, step, total
+        self.checkpoint_path = checkpoint_path
 
 
 class TrainingDiverged(Exception):
@@ -71,6 +108,38 @@ def build_model(config: TrainConfig, data: Dataset, comm=None) -> FullyConnected
         num_groups=GROUP_NORM_GROUPS,
         comm=comm,
     )
+
+
+def _machine_memory() -> int | None:
+    """Physical memory in bytes (POSIX), or None where it cannot be asked."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_run_fits(
+    config: TrainConfig, num_features: int, num_classes: int, total_steps: int
+) -> None:
+    """ConfigError if a run of ``config`` would need more than ``MEMORY_SHARE`` of the
+    machine's memory: weights, gradients and optimizer state (3 or 4 copies of the
+    parameters), the activations of a training batch and of an evaluation batch (about 8
+    arrays of each layer's width per sample, as the layers keep for backward), and the
+    per-step loss and accuracy history (16 bytes a step)."""
+    dims = [num_features, *config.hidden, num_classes]
+    params = sum(a * b + b for a, b in itertools.pairwise(dims))
+    itemsize = np.dtype(config.dtype).itemsize
+    copies = 4 if config.optimizer == "adam" else 3
+    samples = config.batch_size + 2000  # accuracy() evaluates 2000 images at a time
+    need = itemsize * (copies * params + 8 * samples * sum(dims)) + 16 * total_steps
+    memory = _machine_memory()
+    if memory is not None and need > MEMORY_SHARE * memory:
+        raise ConfigError(
+            f"--hidden {','.join(map(str, config.hidden))} with --batch-size "
+            f"{config.batch_size} for {total_steps:,} steps needs about {need / 2**30:,.1f} GiB "
+            f"({params:,} parameters, {config.dtype}); at most {MEMORY_SHARE:.0%} of this "
+            f"machine's {memory / 2**30:.1f} GiB is allowed: choose smaller sizes"
+        )
 
 
 def build_optimizer(config: TrainConfig, model):
@@ -126,8 +195,9 @@ class Trainer:
         bar_options: Mapping[str, Any] | None = None,
         label: str = "train",
         comm=None,
+        stop_on_signals: bool = False,
     ):
-        config.validate()
+        config.validate(data_supplied=data is not None)
         self.config, self.out = config, Path(out_dir)
         # Data-parallel over MPI: every rank takes its slice of each global batch, batch
         # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
@@ -138,6 +208,14 @@ class Trainer:
         eval_split = {"test": self.data.test, "validation": self.data.validation}.get(evaluate_on)
         if eval_split is None:
             raise ValueError(f"{self.data.name} has no {evaluate_on!r} split to evaluate on")
+        self.steps_per_epoch = len(self.data.train) // config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is larger than the training set "
+                f"({len(self.data.train)} samples)"
+            )
+        self.total = config.steps or config.epochs * self.steps_per_epoch
+        check_run_fits(config, self.data.num_features, self.data.num_classes, self.total)
         self.model = build_model(config, self.data, comm)
         self.opt = build_optimizer(config, self.model)
         self.probe, self.label = probe, label
@@ -147,18 +225,14 @@ class Trainer:
         self.eval_split = Split(eval_split.x.astype(dtype, copy=False), eval_split.y)
         self.eval_name = evaluate_on
         self.eval_key = f"{evaluate_on}_acc"
-        self.steps_per_epoch = len(self.train_split) // config.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is larger than the training set "
-                f"({len(self.train_split)} samples)"
-            )
-        self.total = config.steps or config.epochs * self.steps_per_epoch
         self.step = 0
         self.losses = np.zeros(self.total)
         self.accs = np.zeros(self.total)
         self.evals: list[dict] = []  # one per evaluation: step, accuracy, probe values
         self._perm_epoch, self._perm = -1, None
+        self.stop_on_signals = stop_on_signals
+        self._signal: int | None = None  # the signal that asked this rank to stop
+        self._stop_agreed = False  # every rank has heard it (one rank is enough)
 
     # -- paths -------------------------------------------------------------
     @property
@@ -173,7 +247,7 @@ class Trainer:
         state["losses"] = self.losses[: self.step]
         state["accs"] = self.accs[: self.step]
         state["evals"] = np.array(json.dumps(self.evals))
-        state["config"] = np.array(self.config.to_json())
+        state[MODEL_CONFIG] = np.array(self.config.to_json())
         state["world_size"] = np.array(self.world)
         return state
 
@@ -186,35 +260,74 @@ class Trainer:
         if bad:
             raise TrainingDiverged(f"running statistic {bad} became NaN/Inf by step {self.step}")
         if self.rank == 0:
-            save_atomic(self.checkpoint_path, self._state())
+            self._note_where(f"step {self.step} (writing checkpoint.npz)")
+            kept = "the previous checkpoint is kept"
+            if not self.checkpoint_path.exists():
+                kept = "no checkpoint was written yet"
+            with self.writing(self.checkpoint_path, kept):
+                save_atomic(self.checkpoint_path, self._state())
+
+    @contextlib.contextmanager
+    def writing(self, path: Path, kept: str, then: str | None = None):
+        """Turn an OSError while writing ``path`` into a RunWriteError saying what is kept
+        and what to run ``then`` (default: the command that resumes)."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if then is None and self.comm is not None:
+                then = f"mpiexec -n {self.world} normgrad train --resume {self.out} --distributed"
+            then = then or f"normgrad train --resume {self.out}"
+            raise RunWriteError(
+                f"cannot write {path}: {reason}; {kept} (free space or fix the permissions, "
+                f"then: {then})"
+            ) from None
 
     def load_checkpoint(self) -> None:
         """Continue from ``checkpoint.npz``; CheckpointError if it belongs to another run."""
         path = self.checkpoint_path
         state = load_verified(path)
         try:
-            saved = TrainConfig.from_json(str(state["config"]))
+            saved = TrainConfig.from_json(str(state[MODEL_CONFIG]))
             saved_world = int(state.get("world_size", 1))
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run ({exc})") from None
         if saved != self.config:
-            raise CheckpointError(f"{path}: written by a different configuration")
+            difference = config_difference(saved, self.config)
+            raise CheckpointError(f"{path}: written by a different configuration ({difference})")
         if saved_world != self.world:
             raise CheckpointError(
                 f"{path}: written by {saved_world} process(es); resume it with the same "
                 f"number (this run has {self.world})"
             )
-        try:
+        try:  # everything is checked before anything of the trainer changes
+            step_array = np.asarray(state["step"])
+            if step_array.shape != () or step_array.dtype.kind not in "iu":
+                raise ValueError(f"step must be an integer; got {step_array!r}")
+            step = int(step_array)
+            if not 0 <= step <= self.total:
+                raise ValueError(f"step {step} is outside this run's 0..{self.total}")
+            for name in ("losses", "accs"):
+                if np.shape(state[name]) != (step,) or state[name].dtype.kind != "f":
+                    raise ValueError(f"{name} must hold {step} numbers; got {state[name]!r}")
+            evals = json.loads(str(state["evals"]))
+            if not isinstance(evals, list) or not all(isinstance(e, dict) for e in evals):
+                raise ValueError("evals must be a list of evaluations")
+            before = self.model.state_dict()
             self.model.load_state_dict(
                 {k[6:]: v for k, v in state.items() if k.startswith("model/")}
             )
-            self.opt.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("optim/")})
-            step = int(state["step"])
-            self.losses[:step] = state["losses"]
-            self.accs[:step] = state["accs"]
-            evals = json.loads(str(state["evals"]))
+            try:
+                self.opt.load_state_dict(
+                    {k[6:]: v for k, v in state.items() if k.startswith("optim/")}
+                )
+            except ValueError:
+                self.model.load_state_dict(before)  # the model as it was
+                raise
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this run ({exc})") from None
+        self.losses[:step] = state["losses"]
+        self.accs[:step] = state["accs"]
         self.step, self.evals = step, evals
 
     # -- the loop ----------------------------------------------------------
@@ -247,11 +360,12 @@ class Trainer:
             **self.bar_options,
         )
         try:
-            with bar:
+            with bar, self._signals_stop_the_run():
                 if self.step == 0 and not self.evals:
                     self._evaluate()  # the starting point of every curve
                 shown = self.step  # the step the bar shows
                 while self.step < self.total:
+                    self._note_where(f"step {self.step + 1}")
                     loss, acc = self.train_step(self.step)
                     self.losses[self.step] = loss
                     self.accs[self.step] = acc
@@ -265,12 +379,53 @@ class Trainer:
                         shown = self.step
                         last = self.evals[-1][self.eval_key]
                         bar.set_postfix({"loss": f"{loss:.3f}", self.eval_key: f"{last:.3f}"})
+                    if self._stop_requested() and self.step < self.total:
+                        if self.step % cfg.checkpoint_every:  # not saved at this step yet
+                            self.save_checkpoint()
+                        raise TrainingInterrupted(
+                            self._signal or signal.SIGINT, self.step, self.total,
+                            self.checkpoint_path,
+                        )  # fmt: skip
         except TrainingDiverged as exc:
             exc.checkpoint_kept = self.checkpoint_path.exists()
             raise
         self.write_outputs()
         return RunResult(self.step, self.evals[-1][self.eval_key], self.eval_name,
                          self.metrics_rows())  # fmt: skip
+
+    def _note_where(self, where: str) -> None:
+        """Tell a watched communicator (``--rank-timeout``) what this rank is doing."""
+        if hasattr(self.comm, "where"):
+            self.comm.where = where
+
+    @contextlib.contextmanager
+    def _signals_stop_the_run(self):
+        """With ``stop_on_signals`` (main thread only): SIGINT and SIGTERM set a flag the loop
+        reads after each step; a second signal gets the previous handler at once."""
+        if not self.stop_on_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def note(signum, frame):
+            self._signal = signum
+            for s, handler in previous.items():  # the next signal is not deferred
+                signal.signal(s, handler)
+
+        for s in previous:
+            signal.signal(s, note)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop after this step: this rank's signal, or over MPI any rank's (the
+        flag rides in the step's gradient sum, so every rank stops at the same step)."""
+        if self.comm is None:
+            return self._signal is not None
+        return self._stop_agreed
 
     def train_step(self, step: int) -> tuple[float, float]:
         """One optimizer step on the global batch of training step ``step``; returns the
@@ -315,8 +470,9 @@ class Trainer:
     def _allreduce_gradients(self, loss_sum: float, correct: float) -> tuple[float, float]:
         """Sum every gradient (and the loss and hit count) over the ranks: one collective."""
         grads = self.model.gradients()
+        stop = float(self._signal is not None)  # how many ranks were asked to stop
         send = np.concatenate(
-            [g.ravel().astype(np.float64) for g in grads.values()] + [[loss_sum, correct]]
+            [g.ravel().astype(np.float64) for g in grads.values()] + [[loss_sum, correct, stop]]
         )
         recv = np.empty_like(send)
         self.comm.Allreduce(send, recv)
@@ -324,7 +480,8 @@ class Trainer:
         for g in grads.values():
             g[...] = recv[start : start + g.size].reshape(g.shape)
             start += g.size
-        return recv[-2], recv[-1]
+        self._stop_agreed = bool(recv[-1] > 0)
+        return recv[-3], recv[-2]
 
     # -- outputs -----------------------------------------------------------
     def metrics_rows(self) -> list[dict]:
@@ -354,33 +511,99 @@ class Trainer:
         writer = csv.DictWriter(text, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.out / "metrics.csv", text.getvalue())
-        save_atomic(self.out / "model.npz", self.model.state_dict())
+        kept = "the checkpoint is kept"
+        with self.writing(self.out / "metrics.csv", kept):
+            atomic_write(self.out / "metrics.csv", text.getvalue())
+        model = self.model.state_dict() | {MODEL_CONFIG: np.array(self.config.to_json())}
+        with self.writing(self.out / "model.npz", kept):
+            save_atomic(self.out / "model.npz", model)
+
+
+def config_difference(a: TrainConfig, b: TrainConfig, labels: tuple[str, str] = ("", "")) -> str:
+    """The settings where ``a`` and ``b`` differ, as ``--steps 30 vs 20, ...`` (with
+    ``labels``: ``--steps 30 (label a) vs 20 (label b)``)."""
+    da, db = asdict(a), asdict(b)
+    la, lb = (f" ({label})" if label else "" for label in labels)
+    diffs = [f"--{k.replace('_', '-')} {da[k]}{la} vs {db[k]}{lb}" for k in da if da[k] != db[k]]
+    return ", ".join(diffs) or "no setting differs"
+
+
+def stored_config(state: dict[str, np.ndarray], path: Path) -> TrainConfig | None:
+    """The configuration a checkpoint or model file holds (under its checksum), or None
+    for a file written before files held one; CheckpointError if it cannot be read."""
+    if MODEL_CONFIG not in state:
+        return None
+    try:
+        return TrainConfig.from_json(str(state[MODEL_CONFIG]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its stored configuration is unreadable ({exc})") from None
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
-    """The ``config.json`` of a run directory; CheckpointError if there is none or it is
-    not a training configuration."""
+    """The ``config.json`` of a run directory, validated; CheckpointError (saying what is
+    wrong) if there is none, or it is empty, not JSON, or not a valid configuration."""
     path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise CheckpointError(f"{run_dir}: no config.json; not a normgrad training run") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
     try:
-        return TrainConfig.from_json(text)
-    except (ValueError, TypeError) as exc:  # bad JSON, or keys TrainConfig does not have
-        raise CheckpointError(f"{path}: not a normgrad training configuration ({exc})") from None
+        config = TrainConfig.from_json(text)
+        config.validate()
+    except (ValueError, TypeError) as exc:  # ConfigError says what; TypeError: a bad value
+        raise CheckpointError(f"{path}: not a valid training configuration: {exc}") from None
+    return config
 
 
 def load_model(run_dir: str | Path) -> tuple[FullyConnectedNet, TrainConfig, Dataset]:
-    """The model saved in ``run_dir`` (config.json + model.npz), its config and dataset."""
+    """The model saved in ``run_dir`` (model.npz), its config and dataset.
+
+    The configuration comes from model.npz itself (checked by its checksum); config.json,
+    its readable copy, must agree with it, or a CheckpointError names the settings that
+    differ. A model.npz from before models held their configuration uses config.json.
+    """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    model_path = run_dir / "model.npz"
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not model_path.exists():
+        if (run_dir / "config.json").exists():
+            raise CheckpointError(
+                f"{run_dir}: no model.npz; its training has not finished "
+                f"(normgrad train --resume {run_dir})"
+            )
+        raise CheckpointError(
+            f"{run_dir}: no config.json or model.npz; not a normgrad training run"
+        )
+    state = load_verified(model_path)
+    config = stored_config(state, model_path)
+    state.pop(MODEL_CONFIG, None)
+    try:
+        copy = read_config(run_dir)
+    except CheckpointError:
+        if config is None:
+            raise
+        copy = config  # config.json is only a copy; the model's own is under its checksum
+    if config is None:
+        config = copy
+    elif copy != config:
+        raise CheckpointError(
+            f"{run_dir / 'config.json'} does not match the configuration stored in "
+            f"{model_path} ({config_difference(copy, config)}); the model was trained with the "
+            "stored one: restore config.json"
+        )
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise CheckpointError(f"{model_path}: {exc}") from None
     data = load_dataset(config.dataset, config.data_dir)
     model = build_model(config, data)
-    state = load_verified(run_dir / "model.npz")
     try:
         model.load_state_dict(state)
     except ValueError as exc:
-        raise CheckpointError(f"{run_dir / 'model.npz'}: {exc}") from None
+        raise CheckpointError(f"{model_path}: {exc}") from None
     return model, config, data
