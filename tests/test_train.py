@@ -228,3 +228,49 @@ def test_train_step_is_public_and_records_nothing(tmp_path):
     assert np.isfinite(loss) and 0.0 <= acc <= 1.0
     assert trainer.step == 0 and not trainer.losses.any()
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_population_evaluation_and_the_saved_model(tmp_path):
+    """eval_stats="population": each evaluation uses Algorithm 2's statistics of the weights
+    as they are then (over the first batches of epoch 0), the running averages are left to
+    training, and model.npz holds the population statistics."""
+    from normgrad.nn.population import population_statistics
+    from normgrad.train.trainer import accuracy
+
+    cfg = TrainConfig(dataset="digits", steps=60, eval_every=30, activation="sigmoid",
+                      eval_stats="population", population_batches=7, seed=2)  # fmt: skip
+    seen = []
+
+    def probe(step, model):  # inside the evaluation: eval mode holds the population stats
+        seen.append({k: v.copy() for k, v in model.buffers().items()})
+        return {}
+
+    trainer = Trainer(cfg, tmp_path, probe=probe)
+    batches = trainer.population_batches()
+    assert len(batches) == 7 and all(b.shape == (60, 64) for b in batches)
+    order = np.random.default_rng([2, 0]).permutation(len(trainer.train_split))
+    np.testing.assert_array_equal(batches[1], trainer.train_split.x[order[60:120]])
+    result = trainer.run()
+    running = {k: v.copy() for k, v in trainer.model.buffers().items()}
+    assert int(running["norm1.num_batches_tracked"]) == 60
+    saved = load_verified(tmp_path / "model.npz")
+    # the saved model: training's running averages replaced by the population statistics
+    trainer.model.load_state_dict(saved)
+    direct = population_statistics(trainer.model, batches)
+    for name, (mean, var) in direct.items():
+        np.testing.assert_allclose(saved[f"{name}.running_mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(saved[f"{name}.running_var"], var, rtol=1e-6)
+        np.testing.assert_allclose(seen[-1][f"{name}.running_var"], var, rtol=1e-6)
+    split = trainer.eval_split
+    assert result.accuracy == accuracy(trainer.model, split.x, split.y)
+    # evaluations before the last used the population of *their* weights, not the final ones
+    assert not np.allclose(seen[0]["norm1.running_var"], seen[-1]["norm1.running_var"])
+
+
+def test_eval_stats_is_validated_and_offered_by_train():
+    with pytest.raises(ValueError, match="--eval-stats must be one of running, population"):
+        TrainConfig(steps=5, eval_stats="batch").validate()
+    with pytest.raises(ValueError, match="--population-batches must be at least 1"):
+        TrainConfig(steps=5, population_batches=0).validate()
+    args = cli.build_parser().parse_args(["train", "--eval-stats", "population", "--out", "x"])
+    assert cli._train_config(args).eval_stats == "population"

@@ -273,6 +273,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from normgrad.train.config import (
         ACTIVATIONS,
         DTYPES,
+        EVAL_STATS,
         NORM_CHOICES,
         OPTIMIZERS,
         TrainConfig,
@@ -332,6 +333,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     option("--checkpoint-every", "steps between checkpoints", type=int, metavar="K")
     option("--eval-every", "steps between test evaluations", type=int, metavar="K")
     option("--dtype", "of parameters and data", choices=DTYPES)
+    option(
+        "--eval-stats",
+        "what batch norm is evaluated with: its running averages, or population statistics "
+        "(the paper's Algorithm 2, over --population-batches training batches)",
+        choices=EVAL_STATS,
+    )
+    option("--population-batches", "training batches population statistics use", type=int,
+           metavar="K")  # fmt: skip
     p.set_defaults(given_options=[])
 
 

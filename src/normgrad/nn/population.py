@@ -46,6 +46,26 @@ def batch_norm_layers(model: Module) -> list[tuple[str, BatchNorm]]:
     ]
 
 
+@contextmanager
+def batch_statistics_mode(model: Module) -> Iterator[Module]:
+    """Within the block the model is the *training* network (training mode: every batch
+    norm layer normalizes with its batch's statistics) but no running statistics change;
+    afterwards its mode and ``track_running_stats`` flags are as before. What the paper's
+    Algorithm 2 runs, and how a network sees its inputs while it trains."""
+    layers = batch_norm_layers(model)
+    was_training = model.training
+    tracking = [layer.track_running_stats for _, layer in layers]
+    try:
+        model.train()
+        for _, layer in layers:
+            layer.track_running_stats = False  # batch statistics, no running update
+        yield model
+    finally:
+        model.train(was_training)
+        for (_, layer), flag in zip(layers, tracking, strict=True):
+            layer.track_running_stats = flag
+
+
 def population_statistics(model: Module, batches: Iterable[np.ndarray]) -> Statistics:
     """Algorithm 2's ``E[x]`` and ``Var[x]`` of every batch norm layer of ``model``.
 
@@ -59,16 +79,11 @@ def population_statistics(model: Module, batches: Iterable[np.ndarray]) -> Stati
     layers = batch_norm_layers(model)
     if not layers:
         raise ValueError("the model has no batch norm layer that normalizes with batch statistics")
-    was_training = model.training
-    tracking = [layer.track_running_stats for _, layer in layers]
     sums = {
         name: [np.zeros(layer.num_features), np.zeros(layer.num_features)] for name, layer in layers
     }
     count = 0
-    try:
-        model.train()
-        for _, layer in layers:
-            layer.track_running_stats = False  # batch statistics, no running update
+    with batch_statistics_mode(model):
         for batch in batches:
             model.forward(batch)
             for name, layer in layers:
@@ -77,10 +92,6 @@ def population_statistics(model: Module, batches: Iterable[np.ndarray]) -> Stati
                 sums[name][0] += mean
                 sums[name][1] += var * (m / (m - 1))
             count += 1
-    finally:
-        model.train(was_training)
-        for (_, layer), flag in zip(layers, tracking, strict=True):
-            layer.track_running_stats = flag
     if count == 0:
         raise ValueError("population_statistics needs at least one mini-batch; got none")
     return {name: (s_mean / count, s_var / count) for name, (s_mean, s_var) in sums.items()}

@@ -22,6 +22,10 @@ NORM_CHOICES = (*FC_NORMALIZATIONS, "none")
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
+#: ``--eval-stats``: what batch norm normalizes with when a run is evaluated: the running
+#: averages kept in training (momentum 0.1), or the paper's population statistics
+#: (Algorithm 2: mean and unbiased variance over ``population_batches`` training batches).
+EVAL_STATS = ("running", "population")
 #: Named weight initializations (``--weight-scale``); a number is the std itself.
 WEIGHT_SCHEMES = ("he", "kaiming", "lecun", "xavier", "glorot")
 #: Groups per group norm layer: every hidden size must be a multiple.
@@ -69,6 +73,8 @@ class TrainConfig:
     eval_every: int = 500
     log_every: int = 50
     dtype: str = "float32"
+    eval_stats: str = "running"  # one of EVAL_STATS
+    population_batches: int = 50  # training mini-batches Algorithm 2 averages over
 
     def __post_init__(self) -> None:
         # Old run directories say "batch": they resume as "batch_norm".
@@ -99,14 +105,22 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("activation", ACTIVATIONS),
             ("dtype", DTYPES),
+            ("eval_stats", EVAL_STATS),
         ):
             if getattr(self, name) not in choices:
+                flag = "--" + name.replace("_", "-")
                 raise ConfigError(
-                    f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
+                    f"{flag} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
                 )
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("give exactly one of --steps and --epochs")
-        for name in ("batch_size", "checkpoint_every", "eval_every", "log_every"):
+        for name in (
+            "batch_size",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "population_batches",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if (self.steps or self.epochs) < 1:

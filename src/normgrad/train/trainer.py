@@ -14,16 +14,31 @@ Files in the output directory, each written atomically (:mod:`normgrad.io`):
 - ``checkpoint.npz``: the latest checkpoint (verified on load);
 - ``metrics.csv``: step, mean loss and batch accuracy over the last ``log_every`` steps,
   and the accuracy on the evaluation split (``test_acc``) at evaluation steps;
-- ``model.npz``: the final parameters and running statistics, by plain dotted names.
+- ``model.npz``: the final parameters and running statistics, by plain dotted names
+  (with ``eval_stats="population"``, the population statistics the run is evaluated with).
+
+Inference statistics (``eval_stats``): batch norm is evaluated with its running averages,
+or with the paper's population statistics (Algorithm 2, :mod:`normgrad.nn.population`):
+the mean and unbiased variance of each layer's input over ``population_batches`` training
+mini-batches, recomputed at every evaluation from the weights as they are then. The
+batches are the first ones of epoch 0, so they are the same at every evaluation and
+after a resume.
+
+Threads: the matrices of these networks are small (the paper's: 60 x 784 by 784 x 100),
+and there a second BLAS thread costs more in synchronization than it saves; on a busy
+machine it can make a step ten times slower. :meth:`Trainer.run` therefore limits BLAS and
+OpenMP to ``blas_threads`` threads (default 1) with threadpoolctl (``normgrad[train]``;
+without it the libraries keep their own setting).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +49,12 @@ from normgrad.data import Dataset, Split, load_dataset
 from normgrad.errors import ConfigError
 from normgrad.io import atomic_write
 from normgrad.nn import SGD, Adam, FullyConnectedNet, softmax_cross_entropy
+from normgrad.nn.population import (
+    batch_norm_layers,
+    population_statistics,
+    recompute_population_statistics,
+    using_statistics,
+)
 from normgrad.progress import progress_bar
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
 from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
@@ -69,9 +90,26 @@ def build_optimizer(config: TrainConfig, model):
     return SGD(model, lr=config.lr, momentum=config.momentum)
 
 
+@contextlib.contextmanager
+def blas_threads(limit: int | None) -> Iterator[bool]:
+    """BLAS and OpenMP limited to ``limit`` threads within the block (threadpoolctl); None
+    changes nothing. Yields whether the limit is in force (False without threadpoolctl)."""
+    if limit is None:
+        yield False
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up: train anyway, as the libraries are set
+        yield False
+        return
+    with threadpool_limits(limits=limit):
+        yield True
+
+
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
-    """Accuracy on images ``x`` (n, features) with labels ``y`` (n,), in eval mode (running
-    statistics); the model is put back in training mode."""
+    """Accuracy on images ``x`` (n, features) with labels ``y`` (n,), in eval mode (batch
+    norm with the statistics its running buffers hold); the model is put back in training
+    mode."""
     model.eval()
     correct = sum(
         int((model.forward(x[i : i + batch]).argmax(axis=1) == y[i : i + batch]).sum())
@@ -102,6 +140,8 @@ class Trainer:
     ``probe(step, model) -> dict`` (optional) is called at each evaluation and its values go
     into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so).
     ``progress`` shows a bar while a terminal watches; ``bar_options`` go to tqdm.
+    ``blas_threads``: BLAS/OpenMP threads while training (module docstring; None: leave
+    the libraries' own setting).
     """
 
     def __init__(
@@ -116,8 +156,10 @@ class Trainer:
         bar_options: Mapping[str, Any] | None = None,
         label: str = "train",
         comm=None,
+        blas_threads: int | None = 1,
     ):
         config.validate()
+        self.blas_threads = blas_threads
         self.config, self.out = config, Path(out_dir)
         # Data-parallel over MPI: every rank takes its slice of each global batch, batch
         # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
@@ -215,11 +257,35 @@ class Trainer:
         bs = self.config.batch_size
         return self._perm[k * bs : (k + 1) * bs]
 
+    def population_batches(self) -> list[np.ndarray]:
+        """The training mini-batches population statistics are taken over: the first
+        ``population_batches`` of epoch 0 (this rank's slice of each, under MPI)."""
+        cfg = self.config
+        bs = cfg.batch_size
+        count = min(cfg.population_batches, self.steps_per_epoch)
+        order = np.random.default_rng([cfg.seed, 0]).permutation(len(self.train_split))
+        batches = [order[k * bs : (k + 1) * bs] for k in range(count)]
+        if self.comm is not None:
+            batches = [np.array_split(idx, self.world)[self.rank] for idx in batches]
+        return [self.train_split.x[idx] for idx in batches]
+
+    def uses_population_statistics(self) -> bool:
+        return self.config.eval_stats == "population" and bool(batch_norm_layers(self.model))
+
+    def inference_statistics(self):
+        """A context in which eval mode normalizes as ``eval_stats`` says: the population
+        statistics of the weights as they are now, or the running averages."""
+        if not self.uses_population_statistics():
+            return contextlib.nullcontext(self.model)
+        stats = population_statistics(self.model, self.population_batches())
+        return using_statistics(self.model, stats)
+
     def _evaluate(self) -> None:
         split = self.eval_split
-        row = {"step": self.step, self.eval_key: accuracy(self.model, split.x, split.y)}
-        if self.probe is not None:
-            row |= self.probe(self.step, self.model)
+        with self.inference_statistics():
+            row = {"step": self.step, self.eval_key: accuracy(self.model, split.x, split.y)}
+            if self.probe is not None:
+                row |= self.probe(self.step, self.model)
         self.evals.append(row)
 
     def run(self) -> RunResult:
@@ -234,7 +300,7 @@ class Trainer:
             **self.bar_options,
         )
         try:
-            with bar:
+            with bar, blas_threads(self.blas_threads):
                 if self.step == 0 and not self.evals:
                     self._evaluate()  # the starting point of every curve
                 shown = self.step  # the step the bar shows
@@ -255,7 +321,8 @@ class Trainer:
         except TrainingDiverged as exc:
             exc.checkpoint_kept = self.checkpoint_path.exists()
             raise
-        self.write_outputs()
+        with blas_threads(self.blas_threads):
+            self.write_outputs()
         return RunResult(self.step, self.evals[-1][self.eval_key], self.eval_name,
                          self.metrics_rows())  # fmt: skip
 
@@ -321,6 +388,10 @@ class Trainer:
 
     def write_outputs(self) -> None:
         """``metrics.csv`` and ``model.npz``, each written atomically (rank 0 only)."""
+        if self.uses_population_statistics():
+            # The model a user evaluates is the one the run was evaluated as (Algorithm 2);
+            # every rank takes part: synchronized batch norm runs collectives.
+            recompute_population_statistics(self.model, self.population_batches())
         if self.rank != 0:
             return
         rows = self.metrics_rows()
