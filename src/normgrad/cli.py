@@ -191,12 +191,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.experiment == "ioffe2015":
         from normgrad.experiments import ioffe2015
 
-        result = ioffe2015.run(out, steps=args.steps, **common)
+        result = ioffe2015.run(out, steps=args.steps, eval_stats=args.eval_stats,
+                               jobs=args.jobs, **common)  # fmt: skip
         columns = [Column("network"), Column("final test accuracy", ".4f", align="right"),
                    Column("training time", align="right")]  # fmt: skip
         rows = [[label, acc, f"{result.seconds[label]:.0f} s"]
                 for label, acc in result.final_accuracy.items()]  # fmt: skip
         print(Table(columns).render(rows))
+        print(f"wall time {result.wall_seconds:.0f} s ({result.jobs} process(es) at once)")
     else:
         from normgrad.experiments import weight_scale
 
@@ -472,8 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "ioffe2015: Ioffe & Szegedy (2015), section 4.1 and Figure 1. Two 784-100-100-\n"
             "100-10 sigmoid networks, without and with batch norm, same seed and data order,\n"
-            "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots,\n"
-            "series.csv and report.md to --out.\n"
+            "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots\n"
+            "(every unit of the last hidden layer; the BN network with population and with\n"
+            "batch statistics), series.csv, sigmoid_inputs.npz and report.md to --out.\n"
+            "Threads: BLAS/OpenMP are limited to 1 thread per process (threadpoolctl), and\n"
+            "the two networks train at once in 2 processes on 2+ cores (--jobs).\n"
             "weight-scale: the CS231n experiments: best validation accuracy and final training\n"
             "loss of an 8-layer net with and without batch norm over "
             f"{weight_scale.DEFAULT_NUM_SCALES} weight scales\n"
@@ -488,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ioffe2015: steps per network (default %(default)s)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=weight_scale.DEFAULT_EPOCHS,
                    help="weight-scale: epochs per run (default %(default)s)")  # fmt: skip
+    p.add_argument("--eval-stats", choices=ioffe2015.EVAL_STATS, default="population",
+                   help="ioffe2015: the BN network's headline test accuracy with population "
+                   "statistics (the paper's Algorithm 2) or running averages; both are "
+                   "recorded (default %(default)s)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=None,
+                   help="ioffe2015: networks trained at once, one process and one BLAS "
+                   f"thread each (default {ioffe2015.default_jobs()} here)")  # fmt: skip
     p.add_argument("--out", help="output directory (default ./EXPERIMENT)")
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip

@@ -20,7 +20,8 @@ Files in the output directory, each written atomically (:mod:`normgrad.io`):
 Inference statistics (``eval_stats``): batch norm is evaluated with its running averages,
 or with the paper's population statistics (Algorithm 2, :mod:`normgrad.nn.population`):
 the mean and unbiased variance of each layer's input over ``population_batches`` training
-mini-batches, recomputed at every evaluation from the weights as they are then. The
+mini-batches, recomputed at every evaluation from the weights as they are then (the
+metrics then also hold ``test_acc_running``, the accuracy the running averages give). The
 batches are the first ones of epoch 0, so they are the same at every evaluation and
 after a resume.
 
@@ -138,7 +139,12 @@ class Trainer:
     ``test_acc`` or ``validation_acc``.
 
     ``probe(step, model) -> dict`` (optional) is called at each evaluation and its values go
-    into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so).
+    into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so);
+    it runs while eval mode holds the statistics the run is evaluated with. With
+    ``eval_stats="population"``, a probe's ``running_averages(step, model) -> dict``, if it
+    has one, is called first, while eval mode still holds the running averages.
+    ``extra_eval_steps``: steps to evaluate at besides every ``eval_every`` (the experiment
+    adds log-spaced early ones, so the start of training is visible on a log axis).
     ``progress`` shows a bar while a terminal watches; ``bar_options`` go to tqdm.
     ``blas_threads``: BLAS/OpenMP threads while training (module docstring; None: leave
     the libraries' own setting).
@@ -157,9 +163,11 @@ class Trainer:
         label: str = "train",
         comm=None,
         blas_threads: int | None = 1,
+        extra_eval_steps=(),
     ):
         config.validate()
         self.blas_threads = blas_threads
+        self.extra_eval_steps = frozenset(int(s) for s in extra_eval_steps)
         self.config, self.out = config, Path(out_dir)
         # Data-parallel over MPI: every rank takes its slice of each global batch, batch
         # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
@@ -282,8 +290,13 @@ class Trainer:
 
     def _evaluate(self) -> None:
         split = self.eval_split
+        row = {"step": self.step}
+        if self.uses_population_statistics():  # what the running averages would give
+            row[f"{self.eval_key}_running"] = accuracy(self.model, split.x, split.y)
+            if hasattr(self.probe, "running_averages"):
+                row |= self.probe.running_averages(self.step, self.model)
         with self.inference_statistics():
-            row = {"step": self.step, self.eval_key: accuracy(self.model, split.x, split.y)}
+            row[self.eval_key] = accuracy(self.model, split.x, split.y)
             if self.probe is not None:
                 row |= self.probe(self.step, self.model)
         self.evals.append(row)
@@ -309,7 +322,11 @@ class Trainer:
                     self.losses[self.step] = loss
                     self.accs[self.step] = acc
                     self.step += 1
-                    if self.step % cfg.eval_every == 0 or self.step == self.total:
+                    if (
+                        self.step % cfg.eval_every == 0
+                        or self.step == self.total
+                        or self.step in self.extra_eval_steps
+                    ):
                         self._evaluate()
                     if self.step % cfg.checkpoint_every == 0 or self.step == self.total:
                         self.save_checkpoint()
