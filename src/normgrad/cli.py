@@ -295,8 +295,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     option("--dataset", "the images to train on", choices=DATASETS)
     option(
         "--data-dir",
-        "directory with the four IDX files: needed for mnist; fashion-mnist "
-        "defaults to Debian's dataset-fashion-mnist package",
+        "directory with the four IDX files; mnist downloads missing ones into it (pooch: "
+        "normgrad[mnist]; default: the user's cache); fashion-mnist defaults to Debian's "
+        "dataset-fashion-mnist package",
         metavar="DIR",
         shown="",
     )
@@ -503,7 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default ./EXPERIMENT)")
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
-    p.add_argument("--data-dir", help="directory with the four IDX files")
+    p.add_argument(
+        "--data-dir",
+        help="directory with the four IDX files (mnist: downloaded "
+        "into it when missing, with normgrad[mnist]; default the user's cache)",
+    )
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
