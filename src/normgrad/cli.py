@@ -224,6 +224,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             _write_text(args.json, bench.to_json({"mpi": rows}), "--json")
         return 0
+    if args.train:
+        if args.json:
+            _write_text(args.json, "", "--json")
+        result = bench.train_benchmark(steps=300 if args.quick else 1000,
+                                       progress=not args.no_progress)  # fmt: skip
+        print(bench.format_train_report(result))
+        if args.json:
+            _write_text(args.json, bench.to_json(result), "--json")
+        return 0
     if args.json:
         _write_text(args.json, "", "--json")  # fail now, not after minutes of measuring
     result = bench.run(quick=args.quick, progress=not args.no_progress)
@@ -532,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mpi", action="store_true",
         help="instead: data-parallel step time and bytes communicated at K = 1, 2, 4 ranks",
+    )  # fmt: skip
+    p.add_argument(
+        "--train", action="store_true",
+        help="instead: training steps/s of the paper's two networks (without and with BN), "
+        "normgrad at 1 BLAS thread against PyTorch at its best thread count (~1 min)",
     )  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
