@@ -72,7 +72,7 @@ def test_table_columns_are_as_wide_as_their_titles_plus_a_gap():
     assert lines[2] == "rms_norm          1.00  -"
 
 
-def test_bench_train_rows_for_both_networks(capsys, tmp_path):
+def test_bench_train_rows_for_both_networks(capsys, tmp_path, monkeypatch):
     result = bench.train_benchmark(steps=3, reps=1)
     assert [r["network"] for r in result["rows"]] == ["without BN", "with BN"]
     for r in result["rows"]:
@@ -82,10 +82,6 @@ def test_bench_train_rows_for_both_networks(capsys, tmp_path):
     text = bench.format_train_report(result)
     assert "step / plain step" in text and "load average" in text
     out = tmp_path / "train.json"
-    monkey = bench.train_benchmark
-    try:
-        bench.train_benchmark = lambda steps, progress: result
-        assert cli.main(["bench", "--train", "--no-progress", "--json", str(out)]) == 0
-    finally:
-        bench.train_benchmark = monkey
+    monkeypatch.setattr(bench, "train_benchmark", lambda steps, progress: result)
+    assert cli.main(["bench", "--train", "--no-progress", "--json", str(out)]) == 0
     assert "with BN" in capsys.readouterr().out and out.read_text().startswith("{")
