@@ -11,6 +11,7 @@ triad measured in the same run with all cores. Timings never appear in tests.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -406,6 +407,28 @@ def _torch_trainer(torch, norm, x, y, steps):
     return run
 
 
+def _matmul_floor(x, steps):
+    """Only the matrix products of the paper's network's step (4 forward, 4 weight
+    gradients, 3 input gradients), same shapes and dtype: what no framework can skip."""
+    rng = np.random.default_rng(1)
+    dims = (784, 100, 100, 100, 10)
+    weights = [rng.random((a, b), dtype=np.float32) for a, b in itertools.pairwise(dims)]
+    inputs = [None] + [rng.random((60, a), dtype=np.float32) for a in dims[1:-1]]
+    douts = [rng.random((60, w.shape[1]), dtype=np.float32) for w in weights]
+    grads = [np.empty_like(w) for w in weights]
+
+    def run():
+        for i in range(steps):
+            inputs[0] = x[i % len(x)]
+            for h, w, d, g in zip(inputs, weights, douts, grads, strict=True):
+                h @ w
+                np.matmul(h.T, d, out=g)
+            for w, d in zip(weights[1:], douts[1:], strict=True):
+                d @ w.T
+
+    return run
+
+
 def train_benchmark(steps: int = 1000, reps: int = 5, progress: bool = False) -> dict:
     """Training steps per second of the paper's two networks (784-100x3-10, sigmoid,
     batch 60, float32, SGD): normgrad with one BLAS thread (as the trainer runs) against
@@ -425,6 +448,7 @@ def train_benchmark(steps: int = 1000, reps: int = 5, progress: bool = False) ->
         if torch is not None:
             for threads in range(1, cpus + 1):
                 contenders[(label, "pytorch", threads)] = _torch_trainer(torch, norm, x, y, steps)
+    contenders[("matmul floor", "normgrad", 1)] = _matmul_floor(x, steps)
     samples = {key: [] for key in contenders}
     torch_threads = torch.get_num_threads() if torch is not None else None
     bar = progress_bar(total=reps + 1, desc="bench --train", enabled=progress)
@@ -459,6 +483,7 @@ def train_benchmark(steps: int = 1000, reps: int = 5, progress: bool = False) ->
                     "pytorch_samples_per_s": 60e3 / theirs[best]}  # fmt: skip
         rows.append(row)
     return {"machine": machine(), "steps": steps, "reps": reps, "rows": rows,
+            "matmul_floor_ms": step_ms[("matmul floor", "normgrad", 1)],
             "load_average": os.getloadavg()}  # fmt: skip
 
 
@@ -491,4 +516,12 @@ def format_train_report(result: dict) -> str:
               "torch samples/s", "torch ms/step by threads", "normgrad/torch samples/s",
               "step / plain step")  # fmt: skip
     lines += _table(titles, rows, left=1)
+    floor = result["matmul_floor_ms"]
+    lines += [
+        "",
+        f"matmul floor (the step's 11 matrix products alone, NumPy's BLAS, 1 thread): "
+        f"{floor:.3f} ms/step = {60e3 / floor:,.0f} samples/s; normgrad's step is "
+        + ", ".join(f"{r['network']} {r['normgrad_step_ms'] / floor:.2f}x" for r in result["rows"])
+        + " of it",
+    ]
     return "\n".join(lines)
