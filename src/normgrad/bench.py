@@ -482,7 +482,11 @@ def train_benchmark(steps: int = 1000, reps: int = 5, progress: bool = False) ->
                     "pytorch_step_ms": theirs[best],
                     "pytorch_samples_per_s": 60e3 / theirs[best]}  # fmt: skip
         rows.append(row)
+    from normgrad.nn import batch_norm_2d
+
+    small = "fused Numba loops" if batch_norm_2d.fused_available() else "NumPy"
     return {"machine": machine(), "steps": steps, "reps": reps, "rows": rows,
+            "batch_norm_small_step": small,
             "matmul_floor_ms": step_ms[("matmul floor", "normgrad", 1)],
             "load_average": os.getloadavg()}  # fmt: skip
 
@@ -497,7 +501,8 @@ def format_train_report(result: dict) -> str:
         f"{m.get('torch', '-')}",
         f"the paper's networks (784-100x3-10, sigmoid, batch 60, float32, SGD); medians of "
         f"{result['reps']} interleaved runs of {result['steps']} steps; normgrad with 1 BLAS "
-        "thread, PyTorch at its best thread count",
+        f"thread and batch norm's (N, C) step on {result['batch_norm_small_step']}, PyTorch "
+        "at its best thread count",
         "",
     ]
     rows, plain = [], None
