@@ -199,6 +199,7 @@ class Trainer:
         self.accs = np.zeros(self.total)
         self.evals: list[dict] = []  # one per evaluation: step, accuracy, probe values
         self._perm_epoch, self._perm = -1, None
+        self._population_batches: list[np.ndarray] | None = None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -267,7 +268,9 @@ class Trainer:
 
     def population_batches(self) -> list[np.ndarray]:
         """The training mini-batches population statistics are taken over: the first
-        ``population_batches`` of epoch 0 (this rank's slice of each, under MPI)."""
+        ``population_batches`` of epoch 0 (this rank's slice of each, under MPI); made once."""
+        if self._population_batches is not None:
+            return self._population_batches
         cfg = self.config
         bs = cfg.batch_size
         count = min(cfg.population_batches, self.steps_per_epoch)
@@ -275,7 +278,8 @@ class Trainer:
         batches = [order[k * bs : (k + 1) * bs] for k in range(count)]
         if self.comm is not None:
             batches = [np.array_split(idx, self.world)[self.rank] for idx in batches]
-        return [self.train_split.x[idx] for idx in batches]
+        self._population_batches = [self.train_split.x[idx] for idx in batches]
+        return self._population_batches
 
     def uses_population_statistics(self) -> bool:
         return self.config.eval_stats == "population" and bool(batch_norm_layers(self.model))
