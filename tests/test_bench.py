@@ -70,3 +70,18 @@ def test_table_columns_are_as_wide_as_their_titles_plus_a_gap():
     assert lines[0] == "op        a long title  x"
     assert lines[1] == "-" * len(lines[0])
     assert lines[2] == "rms_norm          1.00  -"
+
+
+def test_bench_train_rows_for_both_networks(capsys, tmp_path, monkeypatch):
+    result = bench.train_benchmark(steps=3, reps=1)
+    assert [r["network"] for r in result["rows"]] == ["without BN", "with BN"]
+    for r in result["rows"]:
+        assert r["normgrad_step_ms"] > 0
+        if "pytorch_step_ms" in r:  # the best of every thread count tried
+            assert r["pytorch_step_ms"] == min(r["pytorch_step_ms_by_threads"].values())
+    text = bench.format_train_report(result)
+    assert "step / plain step" in text and "load average" in text
+    out = tmp_path / "train.json"
+    monkeypatch.setattr(bench, "train_benchmark", lambda steps, progress: result)
+    assert cli.main(["bench", "--train", "--no-progress", "--json", str(out)]) == 0
+    assert "with BN" in capsys.readouterr().out and out.read_text().startswith("{")

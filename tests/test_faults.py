@@ -104,7 +104,6 @@ def _usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         ([*train, "--data-dir", str(tmp / "typo"), "--out", out], "--data-dir is for"),
         ([*train, "--dataset", "mnist", "--data-dir", str(tmp / "typo"), "--out", out],
          "no such directory"),
-        ([*train, "--dataset", "mnist", "--out", out], "mnist needs --data-dir"),
         ([*train, "--rank-timeout", "5", "--out", out], "--rank-timeout is for --distributed"),
         ([*train, "--rank-timeout", "-1", "--out", out], "positive number of seconds"),
         ([*train], "--out DIR is required"),

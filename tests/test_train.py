@@ -12,6 +12,7 @@ import pytest
 import normgrad.io
 from normgrad import cli
 from normgrad.train import CheckpointError, TrainConfig, Trainer, load_verified, save_atomic
+from normgrad.train.trainer import MODEL_CONFIG
 
 
 def _train_cmd(out, *extra):
@@ -141,25 +142,48 @@ def test_train_evaluate_and_their_errors(tmp_path, capsys):
     assert "drop --lr" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
-    assert cli.main(["train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
-    assert "mnist needs --data-dir" in capsys.readouterr().err
+    assert cli.main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "no"),
+                     "--out", str(tmp_path / "m")]) == 2  # fmt: skip
+    assert "no such directory" in capsys.readouterr().err
 
 
 def test_reproduce_ioffe2015_writes_every_output(tmp_path, capsys):
     out = tmp_path / "paper"
     argv = ["reproduce", "ioffe2015", "--steps", "40", "--dataset", "digits", "--out", str(out),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--jobs", "1"]  # fmt: skip
     assert cli.main(argv) == 0
     for name in ("report.md", "fig1a_accuracy.png", "fig1bc_sigmoid_input.png", "series.csv",
-                 "bn/model.npz", "no_bn/model.npz", "bn/metrics.csv"):  # fmt: skip
+                 "sigmoid_inputs.npz", "bn/model.npz", "no_bn/model.npz",
+                 "bn/metrics.csv"):  # fmt: skip
         assert (out / name).exists(), name
     assert (out / "fig1a_accuracy.png").read_bytes().startswith(b"\x89PNG")
     report = (out / "report.md").read_text()
-    assert "Dataset: **digits**" in report and "final test accuracy" in report
+    assert "**Dataset: digits**" in report and "final test accuracy" in report
+    assert "What reproduces and what does not" in report and "drift / width" in report
     lines = (out / "series.csv").read_text().splitlines()
-    assert lines[0].startswith("step,test_acc (without BN),p15 (without BN)")
+    assert lines[0].startswith("step,test_acc (without BN),test_acc (with BN),")
     assert len(lines) == 1 + 41  # step 0 and every step (eval_every = max(1, 40 // 100))
+    series = np.load(out / "sigmoid_inputs.npz")
+    for view in ("no_bn", "bn_batch", "bn_population", "bn_running"):
+        assert series[view].shape == (41, 3, 100), view  # evaluations, percentiles, units
+        assert np.all(np.diff(series[view], axis=1) >= 0)  # 15th <= 50th <= 85th
+    # the training network's view normalizes each batch: its inputs differ from eval mode's
+    assert not np.allclose(series["bn_batch"], series["bn_population"])
     assert "with BN" in capsys.readouterr().out
+
+
+def test_ioffe2015_in_two_processes_matches_one(tmp_path):
+    from normgrad.experiments import ioffe2015
+
+    if ioffe2015.default_jobs() < 2:
+        pytest.skip("needs fork and two cores")
+    one = ioffe2015.run(tmp_path / "one", steps=30, dataset="digits", jobs=1, progress=False,
+                        log=lambda _: None)  # fmt: skip
+    two = ioffe2015.run(tmp_path / "two", steps=30, dataset="digits", jobs=2, progress=False,
+                        log=lambda _: None)  # fmt: skip
+    assert one.final_accuracy == two.final_accuracy and two.jobs == 2
+    a, b = (np.load(tmp_path / d / "sigmoid_inputs.npz") for d in ("one", "two"))
+    np.testing.assert_array_equal(a["bn_batch"], b["bn_batch"])
 
 
 def test_config_validation():
@@ -228,3 +252,62 @@ def test_train_step_is_public_and_records_nothing(tmp_path):
     assert np.isfinite(loss) and 0.0 <= acc <= 1.0
     assert trainer.step == 0 and not trainer.losses.any()
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_population_evaluation_and_the_saved_model(tmp_path):
+    """eval_stats="population": each evaluation uses Algorithm 2's statistics of the weights
+    as they are then (over the first batches of epoch 0), the running averages are left to
+    training, and model.npz holds the population statistics."""
+    from normgrad.nn.population import population_statistics
+    from normgrad.train.trainer import accuracy
+
+    cfg = TrainConfig(dataset="digits", steps=60, eval_every=30, activation="sigmoid",
+                      eval_stats="population", population_batches=7, seed=2)  # fmt: skip
+    seen = []
+
+    def probe(step, model):  # inside the evaluation: eval mode holds the population stats
+        seen.append({k: v.copy() for k, v in model.buffers().items()})
+        return {}
+
+    trainer = Trainer(cfg, tmp_path, probe=probe)
+    batches = trainer.population_batches()
+    assert len(batches) == 7 and all(b.shape == (60, 64) for b in batches)
+    order = np.random.default_rng([2, 0]).permutation(len(trainer.train_split))
+    np.testing.assert_array_equal(batches[1], trainer.train_split.x[order[60:120]])
+    result = trainer.run()
+    running = {k: v.copy() for k, v in trainer.model.buffers().items()}
+    assert int(running["norm1.num_batches_tracked"]) == 60
+    saved = load_verified(tmp_path / "model.npz")
+    # the saved model: training's running averages replaced by the population statistics
+    trainer.model.load_state_dict({k: v for k, v in saved.items() if k != MODEL_CONFIG})
+    direct = population_statistics(trainer.model, batches)
+    for name, (mean, var) in direct.items():
+        np.testing.assert_allclose(saved[f"{name}.running_mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(saved[f"{name}.running_var"], var, rtol=1e-6)
+        np.testing.assert_allclose(seen[-1][f"{name}.running_var"], var, rtol=1e-6)
+    split = trainer.eval_split
+    assert result.accuracy == accuracy(trainer.model, split.x, split.y)
+    # evaluations before the last used the population of *their* weights, not the final ones
+    assert not np.allclose(seen[0]["norm1.running_var"], seen[-1]["norm1.running_var"])
+
+
+def test_eval_stats_is_validated_and_offered_by_train():
+    with pytest.raises(ValueError, match="--eval-stats must be one of running, population"):
+        TrainConfig(steps=5, eval_stats="batch").validate()
+    with pytest.raises(ValueError, match="--population-batches must be at least 1"):
+        TrainConfig(steps=5, population_batches=0).validate()
+    args = cli.build_parser().parse_args(["train", "--eval-stats", "population", "--out", "x"])
+    assert cli._train_config(args).eval_stats == "population"
+
+
+def test_stability_numbers_of_the_report():
+    from normgrad.experiments.ioffe2015 import stability
+
+    steps = np.arange(0, 110, 10)
+    still = np.broadcast_to(np.array([-1.0, 0.0, 1.0])[None, :, None], (11, 3, 5))
+    s = stability(steps, still)
+    assert s["median_std"] == s["median_drift"] == s["width_std"] == 0 and s["final_width"] == 2
+    moving = still + np.linspace(0, 1, 11)[:, None, None]  # every unit's median climbs by 1
+    s = stability(steps, moving)
+    assert s["median_drift"] == pytest.approx(1 - 0.1)  # from step 10 (10% of 100) to 100
+    assert s["drift_in_widths"] == pytest.approx(0.45)

@@ -11,6 +11,7 @@ triad measured in the same run with all cores. Timings never appear in tests.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -359,3 +360,173 @@ def format_report(result: dict) -> str:
 
 def to_json(result: dict) -> str:
     return json.dumps(result, indent=2)
+
+
+# --------------------------------------------------------------------------- training
+
+
+#: The two networks of ``normgrad reproduce ioffe2015``, by label: (--norm, has batch norm).
+TRAIN_NETWORKS = (("without BN", None), ("with BN", "batch_norm"))
+
+
+def _ours_trainer(norm, x, y, steps):
+    """``steps`` SGD steps of the paper's network in normgrad (the trainer's own step)."""
+    from normgrad.nn import SGD, FullyConnectedNet, softmax_cross_entropy
+
+    net = FullyConnectedNet(784, [100] * 3, 10, normalization=norm, activation="sigmoid",
+                            weight_scale=0.1, dtype=np.float32)  # fmt: skip
+    opt = SGD(net, lr=0.1)
+
+    def run():
+        for i in range(steps):
+            k = i % len(x)
+            net.backward(softmax_cross_entropy(net.forward(x[k]), y[k])[1])
+            opt.step()
+
+    return run
+
+
+def _torch_trainer(torch, norm, x, y, steps):
+    layers = []
+    for d_in, d_out in ((784, 100), (100, 100), (100, 100)):
+        layers.append(torch.nn.Linear(d_in, d_out))
+        if norm:
+            layers.append(torch.nn.BatchNorm1d(d_out))
+        layers.append(torch.nn.Sigmoid())
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(100, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def run():
+        for i in range(steps):
+            k = i % len(x)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[k]), yt[k]).backward()
+            opt.step()
+
+    return run
+
+
+def _matmul_floor(x, steps):
+    """Only the matrix products of the paper's network's step (4 forward, 4 weight
+    gradients, 3 input gradients), same shapes and dtype: what no framework can skip."""
+    rng = np.random.default_rng(1)
+    dims = (784, 100, 100, 100, 10)
+    weights = [rng.random((a, b), dtype=np.float32) for a, b in itertools.pairwise(dims)]
+    inputs = [None] + [rng.random((60, a), dtype=np.float32) for a in dims[1:-1]]
+    douts = [rng.random((60, w.shape[1]), dtype=np.float32) for w in weights]
+    grads = [np.empty_like(w) for w in weights]
+
+    def run():
+        for i in range(steps):
+            inputs[0] = x[i % len(x)]
+            for h, w, d, g in zip(inputs, weights, douts, grads, strict=True):
+                h @ w
+                np.matmul(h.T, d, out=g)
+            for w, d in zip(weights[1:], douts[1:], strict=True):
+                d @ w.T
+
+    return run
+
+
+def train_benchmark(steps: int = 1000, reps: int = 5, progress: bool = False) -> dict:
+    """Training steps per second of the paper's two networks (784-100x3-10, sigmoid,
+    batch 60, float32, SGD): normgrad with one BLAS thread (as the trainer runs) against
+    PyTorch at every thread count from 1 to the number of cores, interleaved (each
+    repetition runs every contender once, in turn); medians of ``reps`` runs of ``steps``
+    steps. Reports samples/s, PyTorch's best thread count, and each step's time."""
+    from normgrad.train.trainer import blas_threads
+
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 60, 784), dtype=np.float32)
+    y = rng.integers(0, 10, (50, 60))
+    torch = _torch()
+    cpus = os.cpu_count() or 1
+    contenders = {}  # (network, who, threads) -> run
+    for label, norm in TRAIN_NETWORKS:
+        contenders[(label, "normgrad", 1)] = _ours_trainer(norm, x, y, steps)
+        if torch is not None:
+            for threads in range(1, cpus + 1):
+                contenders[(label, "pytorch", threads)] = _torch_trainer(torch, norm, x, y, steps)
+    contenders[("matmul floor", "normgrad", 1)] = _matmul_floor(x, steps)
+    samples = {key: [] for key in contenders}
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    bar = progress_bar(total=reps + 1, desc="bench --train", enabled=progress)
+    try:
+        with bar:
+            for rep in range(reps + 1):  # the first round warms up (Numba's cache, BLAS)
+                for key, run in contenders.items():
+                    _, who, threads = key
+                    if who == "pytorch":
+                        torch.set_num_threads(threads)
+                    with blas_threads(threads if who == "normgrad" else None):
+                        t = time.perf_counter()
+                        run()
+                        elapsed = time.perf_counter() - t
+                    if rep:
+                        samples[key].append(elapsed)
+                bar.update(1)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+    step_ms = {key: 1e3 * statistics.median(v) / steps for key, v in samples.items()}
+    rows = []
+    for label, _ in TRAIN_NETWORKS:
+        ours = step_ms[(label, "normgrad", 1)]
+        row = {"network": label, "normgrad_step_ms": ours,
+               "normgrad_samples_per_s": 60e3 / ours}  # fmt: skip
+        theirs = {k[2]: v for k, v in step_ms.items() if k[0] == label and k[1] == "pytorch"}
+        if theirs:
+            best = min(theirs, key=theirs.get)
+            row |= {"pytorch_step_ms_by_threads": theirs, "pytorch_best_threads": best,
+                    "pytorch_step_ms": theirs[best],
+                    "pytorch_samples_per_s": 60e3 / theirs[best]}  # fmt: skip
+        rows.append(row)
+    from normgrad.nn import batch_norm_2d
+
+    small = "fused Numba loops" if batch_norm_2d.fused_available() else "NumPy"
+    return {"machine": machine(), "steps": steps, "reps": reps, "rows": rows,
+            "batch_norm_small_step": small,
+            "matmul_floor_ms": step_ms[("matmul floor", "normgrad", 1)],
+            "load_average": os.getloadavg()}  # fmt: skip
+
+
+def format_train_report(result: dict) -> str:
+    m = result["machine"]
+    load = ", ".join(f"{v:.2f}" for v in result["load_average"])
+    lines = [
+        f"normgrad bench --train on {m.get('cpu', '?')} ({m['cpus']} cpus), load average "
+        f"{load} at the end",
+        f"python {m['python']}, numpy {m['numpy']}, numba {m.get('numba', '-')}, torch "
+        f"{m.get('torch', '-')}",
+        f"the paper's networks (784-100x3-10, sigmoid, batch 60, float32, SGD); medians of "
+        f"{result['reps']} interleaved runs of {result['steps']} steps; normgrad with 1 BLAS "
+        f"thread and batch norm's (N, C) step on {result['batch_norm_small_step']}, PyTorch "
+        "at its best thread count",
+        "",
+    ]
+    rows, plain = [], None
+    for r in result["rows"]:
+        plain = plain or r["normgrad_step_ms"]
+        torch_cells = ["-", "-", "-", "-"]
+        if "pytorch_step_ms" in r:
+            by = ", ".join(f"{t}: {v:.3f}" for t, v in r["pytorch_step_ms_by_threads"].items())
+            ratio = r["normgrad_samples_per_s"] / r["pytorch_samples_per_s"]
+            torch_cells = [f"{r['pytorch_step_ms']:.3f}", f"{r['pytorch_samples_per_s']:,.0f}",
+                           by, f"{ratio:.2f}"]  # fmt: skip
+        rows.append([r["network"], f"{r['normgrad_step_ms']:.3f}",
+                     f"{r['normgrad_samples_per_s']:,.0f}", *torch_cells,
+                     f"{r['normgrad_step_ms'] / plain:.2f}"])  # fmt: skip
+    titles = ("network", "normgrad ms/step", "normgrad samples/s", "torch ms/step",
+              "torch samples/s", "torch ms/step by threads", "normgrad/torch samples/s",
+              "step / plain step")  # fmt: skip
+    lines += _table(titles, rows, left=1)
+    floor = result["matmul_floor_ms"]
+    lines += [
+        "",
+        f"matmul floor (the step's 11 matrix products alone, NumPy's BLAS, 1 thread): "
+        f"{floor:.3f} ms/step = {60e3 / floor:,.0f} samples/s; normgrad's step is "
+        + ", ".join(f"{r['network']} {r['normgrad_step_ms'] / floor:.2f}x" for r in result["rows"])
+        + " of it",
+    ]
+    return "\n".join(lines)

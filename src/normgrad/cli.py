@@ -310,12 +310,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.experiment == "ioffe2015":
         from normgrad.experiments import ioffe2015
 
-        result = ioffe2015.run(out, steps=args.steps, **common)
+        result = ioffe2015.run(out, steps=args.steps, eval_stats=args.eval_stats,
+                               jobs=args.jobs, **common)  # fmt: skip
         columns = [Column("network"), Column("final test accuracy", ".4f", align="right"),
                    Column("training time", align="right")]  # fmt: skip
         rows = [[label, acc, f"{result.seconds[label]:.0f} s"]
                 for label, acc in result.final_accuracy.items()]  # fmt: skip
         print(Table(columns).render(rows))
+        print(f"wall time {result.wall_seconds:.0f} s ({result.jobs} process(es) at once)")
     else:
         from normgrad.experiments import weight_scale
 
@@ -342,6 +344,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(mpi_bench.format_rows(rows))
         if args.json:
             _write_text(args.json, bench.to_json({"mpi": rows}), "--json")
+        return 0
+    if args.train:
+        result = bench.train_benchmark(steps=300 if args.quick else 1000,
+                                       progress=not args.no_progress)  # fmt: skip
+        print(bench.format_train_report(result))
+        if args.json:
+            _write_text(args.json, bench.to_json(result), "--json")
         return 0
     result = bench.run(quick=args.quick, progress=not args.no_progress)
     print(bench.format_report(result))
@@ -419,6 +428,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from normgrad.train.config import (
         ACTIVATIONS,
         DTYPES,
+        EVAL_STATS,
         NORM_CHOICES,
         OPTIMIZERS,
         TrainConfig,
@@ -438,8 +448,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     option("--dataset", "the images to train on", choices=DATASETS)
     option(
         "--data-dir",
-        "directory with the four IDX files: needed for mnist; fashion-mnist "
-        "defaults to Debian's dataset-fashion-mnist package",
+        "directory with the four IDX files; mnist downloads missing ones into it (pooch: "
+        "normgrad[mnist]; default: the user's cache); fashion-mnist defaults to Debian's "
+        "dataset-fashion-mnist package",
         metavar="DIR",
         shown="",
     )
@@ -478,6 +489,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     option("--checkpoint-every", "steps between checkpoints", type=int, metavar="K")
     option("--eval-every", "steps between test evaluations", type=int, metavar="K")
     option("--dtype", "of parameters and data", choices=DTYPES)
+    option(
+        "--eval-stats",
+        "what batch norm is evaluated with: its running averages, or population statistics "
+        "(the paper's Algorithm 2, over --population-batches training batches)",
+        choices=EVAL_STATS,
+    )
+    option("--population-batches", "training batches population statistics use", type=int,
+           metavar="K")  # fmt: skip
     p.set_defaults(given_options=[])
 
 
@@ -658,8 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "ioffe2015: Ioffe & Szegedy (2015), section 4.1 and Figure 1. Two 784-100-100-\n"
             "100-10 sigmoid networks, without and with batch norm, same seed and data order,\n"
-            "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots,\n"
-            "series.csv and report.md to --out.\n"
+            "minibatches of 60. Writes test-accuracy and sigmoid-input-percentile plots\n"
+            "(every unit of the last hidden layer; the BN network with population and with\n"
+            "batch statistics), series.csv, sigmoid_inputs.npz and report.md to --out.\n"
+            "Threads: BLAS/OpenMP are limited to 1 thread per process (threadpoolctl), and\n"
+            "the two networks train at once in 2 processes on 2+ cores (--jobs).\n"
             "weight-scale: the CS231n experiments: best validation accuracy and final training\n"
             "loss of an 8-layer net with and without batch norm over "
             f"{weight_scale.DEFAULT_NUM_SCALES} weight scales\n"
@@ -674,10 +696,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ioffe2015: steps per network (default %(default)s)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=weight_scale.DEFAULT_EPOCHS,
                    help="weight-scale: epochs per run (default %(default)s)")  # fmt: skip
+    p.add_argument("--eval-stats", choices=ioffe2015.EVAL_STATS, default="population",
+                   help="ioffe2015: the BN network's headline test accuracy with population "
+                   "statistics (the paper's Algorithm 2) or running averages; both are "
+                   "recorded (default %(default)s)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=None,
+                   help="ioffe2015: networks trained at once, one process and one BLAS "
+                   f"thread each (default {ioffe2015.default_jobs()} here)")  # fmt: skip
     p.add_argument("--out", help="output directory (default ./EXPERIMENT)")
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist", "digits"),
                    help="default: fashion-mnist if installed, else digits")  # fmt: skip
-    p.add_argument("--data-dir", help="directory with the four IDX files")
+    p.add_argument(
+        "--data-dir",
+        help="directory with the four IDX files (mnist: downloaded "
+        "into it when missing, with normgrad[mnist]; default the user's cache)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="default 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)
@@ -701,6 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mpi", action="store_true",
         help="instead: data-parallel step time and bytes communicated at K = 1, 2, 4 ranks",
+    )  # fmt: skip
+    p.add_argument(
+        "--train", action="store_true",
+        help="instead: training steps/s of the paper's two networks (without and with BN), "
+        "normgrad at 1 BLAS thread against PyTorch at its best thread count (~1 min)",
     )  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

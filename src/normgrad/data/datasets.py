@@ -1,4 +1,5 @@
-"""Datasets for training: Fashion-MNIST, MNIST (IDX files) and scikit-learn's 8x8 digits.
+"""Datasets for training: Fashion-MNIST, MNIST (IDX files, downloaded if need be) and
+scikit-learn's 8x8 digits.
 
 A :class:`Dataset` holds named :class:`Split` s: ``train`` and ``test`` always, and a
 ``validation`` split when one is held out of the training images
@@ -139,6 +140,18 @@ def load_idx_dir(directory: str | Path, name: str) -> Dataset:
     )
 
 
+def load_mnist(data_dir: str | Path | None = None, log=print) -> Dataset:
+    """MNIST from ``data_dir`` (default: pooch's per-user cache). Files it lacks are
+    downloaded, hash-checked, with pooch (``normgrad[mnist]``; :mod:`normgrad.data.download`);
+    ``log`` hears each download."""
+    from normgrad.data import download
+
+    directory = Path(data_dir) if data_dir else download.default_cache()
+    if not idx_files_present(directory):
+        download.fetch_mnist(directory, log=log)
+    return load_idx_dir(directory, "mnist")
+
+
 def load_digits() -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images): 1500 to train, 297 to test."""
     try:
@@ -155,16 +168,21 @@ def load_digits() -> Dataset:
     return Dataset("digits", "scikit-learn load_digits", train=digits[:1500], test=digits[1500:])
 
 
-def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
-    directory = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+def idx_files_present(directory: str | Path) -> bool:
+    """Whether ``directory`` holds the four IDX files (each plain or ``.gz``)."""
+    directory = Path(directory)
     return all(
         (directory / s).is_file() or (directory / (s + ".gz")).is_file() for s in IDX_FILES.values()
     )
 
 
+def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
+    return idx_files_present(Path(data_dir) if data_dir else FASHION_MNIST_DIR)
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """``fashion-mnist`` (Debian's package, or ``data_dir``), ``mnist`` (``data_dir``), or
-    ``digits`` (no files needed)."""
+    """``fashion-mnist`` (Debian's package, or ``data_dir``), ``mnist`` (``data_dir``, or
+    downloaded: :func:`load_mnist`), or ``digits`` (no files needed)."""
     if name == "fashion-mnist":
         directory = Path(data_dir) if data_dir else FASHION_MNIST_DIR
         if not data_dir and not directory.is_dir():
@@ -174,9 +192,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
             )
         return load_idx_dir(directory, name)
     if name == "mnist":
-        if not data_dir:
-            raise DatasetError("mnist needs --data-dir: a directory with MNIST's four IDX files")
-        return load_idx_dir(data_dir, name)
+        return load_mnist(data_dir)
     if name == "digits":
         return load_digits()
     raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

@@ -7,7 +7,9 @@
   layer per op of the table of ops, sharing one forward and one backward;
 - :mod:`normgrad.nn.losses`: softmax_cross_entropy;
 - :mod:`normgrad.nn.models`: the course's FullyConnectedNet;
-- :mod:`normgrad.nn.optim`: SGD with momentum, Adam.
+- :mod:`normgrad.nn.optim`: SGD with momentum, Adam;
+- :mod:`normgrad.nn.population`: inference statistics as the paper's Algorithm 2
+  computes them (population mean and unbiased variance over training mini-batches).
 """
 
 from normgrad.nn.layers import Dropout, Linear, ReLU, Sigmoid, init_std
@@ -16,6 +18,12 @@ from normgrad.nn.models import FullyConnectedNet
 from normgrad.nn.module import Module, Sequential
 from normgrad.nn.norms import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normgrad.nn.optim import SGD, Adam, Optimizer
+from normgrad.nn.population import (
+    load_statistics,
+    population_statistics,
+    recompute_population_statistics,
+    using_statistics,
+)
 
 __all__ = [
     "SGD",
@@ -34,5 +42,9 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "init_std",
+    "load_statistics",
+    "population_statistics",
+    "recompute_population_statistics",
     "softmax_cross_entropy",
+    "using_statistics",
 ]

@@ -45,7 +45,9 @@ class Linear(Module):
                 f"(N, {self.in_features}); got shape {x.shape}"
             )
         self._x = x  # saved only once x is known to be usable
-        return x @ self.params["weight"] + self.params["bias"]
+        y = x @ self.params["weight"]
+        y += self.params["bias"]  # in place: one temporary fewer
+        return y
 
     def backward(self, dout):
         np.matmul(self._saved("_x").T, dout, out=self.grads["weight"])
@@ -96,12 +98,17 @@ class Sigmoid(Module):
 
     def forward(self, x):
         with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives 0, as it should
-            self._out = 1.0 / (1.0 + np.exp(-x))
+            out = np.exp(np.negative(x))
+            out += 1.0
+            self._out = np.reciprocal(out, out=out)  # in place: no temporaries
         return self._out
 
     def backward(self, dout):
         out = self._saved("_out")
-        return dout * out * (1.0 - out)
+        dx = 1.0 - out
+        dx *= out
+        dx *= dout
+        return dx
 
 
 class Dropout(Module):

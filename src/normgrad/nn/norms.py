@@ -43,7 +43,11 @@ from normgrad.core.table import (
     RMS_NORM,
     OpSpec,
 )
+from normgrad.nn import batch_norm_2d
 from normgrad.nn.module import Module
+
+#: The dtypes of BatchNorm's small 2-D training step (float16 goes through the op).
+_SMALL_STEP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _normalized_shape(value: object) -> tuple[int, ...]:
@@ -313,6 +317,80 @@ class BatchNorm(_RunningStatsNorm):
 
     def _channel_axis_words(self):
         return f"x.shape[{self.channel_axis}], channel_axis={self.channel_axis}"
+
+    # -- the small 2-D training step (normgrad.nn.batch_norm_2d) -------------------------
+    def _is_small_training_step(self, x) -> bool:
+        """A training step on ``(N, C)`` of the layer's dtype with batch statistics, no
+        communicator: the case of a fully connected net, where the generic op's checks and
+        cache cost as much as the arithmetic. Same operations, same bits."""
+        return (
+            type(x) is np.ndarray
+            and x.ndim == 2
+            and x.dtype == self.dtype
+            and self.dtype in _SMALL_STEP_DTYPES
+            and x.shape[0] >= 2
+            and x.shape[1] == self.num_features
+            and self.channel_axis in (1, -1)
+            and self.eps is not None
+            and self.comm is None
+            and self.training
+            and not self._frozen
+        )
+
+    def forward(self, x):
+        """Normalize x (shapes in the class docstring); y has x's shape and dtype."""
+        if not self._is_small_training_step(x):
+            return super().forward(x)
+        update = self._updates_running_stats()
+        running = (self._buffers["running_mean"], self._buffers["running_var"]) if update else None
+        weight = self._batch_weight() if update else 0.0
+        kept = tuple(r.copy() for r in running) if update and self.skip_nonfinite else None
+        y, saved = batch_norm_2d.forward(
+            x, self.params.get("gamma"), self.params.get("beta"), self.eps, running, weight
+        )
+        if kept is not None and not all(np.all(np.isfinite(r)) for r in running):
+            # A NaN/Inf batch (or an overflowing update): put the running statistics back
+            # and let the generic op say why and skip the update, as for every other input.
+            for r, before in zip(running, kept, strict=True):
+                r[...] = before
+            return super().forward(x)
+        if update:
+            self._buffers["num_batches_tracked"] += 1
+        self._op_cache = (None, saved)  # None: made by batch_norm_2d, not by the op
+        return y
+
+    def backward(self, dout):
+        """dx for ``dout`` (y's shape); dgamma and dbeta go to ``grads``."""
+        op, saved = self._saved("_op_cache")
+        if op is not None:
+            return super().backward(dout)
+        dout = np.asarray(dout, dtype=self.dtype)
+        if dout.shape != saved.xhat.shape:
+            raise ValueError(
+                f"dout must have the shape of the forward output, {saved.xhat.shape}; got "
+                f"{dout.shape}"
+            )
+        dx, dgamma, dbeta = batch_norm_2d.backward(dout, saved, self.dtype)
+        for name, grad in (("gamma", dgamma), ("beta", dbeta)):
+            if name in self.grads:
+                self.grads[name][...] = grad
+        return dx
+
+    def last_batch_statistics(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(mean, var, m)`` of the batch the last training forward normalized with: the
+        per-channel mean and *biased* variance, float64 ``(C,)``, and the values per
+        channel ``m`` (over every rank when synchronized). What Algorithm 2 of the paper
+        averages (:mod:`normgrad.nn.population`). RuntimeError when the last forward used
+        the running statistics."""
+        op, cache = self._saved("_op_cache")
+        if op is None:
+            return cache.mean.reshape(-1), cache.var.reshape(-1), cache.xhat.shape[0]
+        if not cache.training:
+            raise RuntimeError(
+                "the last forward normalized with the running statistics (eval mode or "
+                "frozen): there are no batch statistics to report"
+            )
+        return cache.mean.reshape(-1), cache.var.reshape(-1), cache.count
 
     def _normalize(self, x, gamma, beta):
         options = {"eps": self.eps, **self._option()}

@@ -12,14 +12,25 @@ from normgrad.nn.module import _converted
 
 
 class Optimizer:
+    """Updates the model's parameter arrays in place from its gradient arrays.
+
+    The (name, parameter, gradient) triples are collected from the model once, at the
+    first step, as PyTorch's optimizers take their parameters once: every layer keeps its
+    arrays and writes them in place (``load_state_dict`` too), and walking the model at
+    every step costs a tenth of a small network's step.
+    """
+
     def __init__(self, model, lr: float):
         if not lr > 0:
             raise ValueError(f"learning rate must be positive; got {lr}")
         self.model, self.lr = model, lr
         self.state: dict[str, np.ndarray] = {}
+        self._triples: list[tuple[str, np.ndarray, np.ndarray]] | None = None
 
     def step(self) -> None:
-        for name, p, g in self._checked_pairs():
+        if self._triples is None:  # checked once: layers keep their arrays and write in place
+            self._triples = self._checked_pairs()
+        for name, p, g in self._triples:
             self._update(name, p, g)
 
     def _checked_pairs(self) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -25,6 +25,10 @@ NORM_CHOICES = (*FC_NORMALIZATIONS, "none")
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid")
 DTYPES = ("float32", "float64")
+#: ``--eval-stats``: what batch norm normalizes with when a run is evaluated: the running
+#: averages kept in training (momentum 0.1), or the paper's population statistics
+#: (Algorithm 2: mean and unbiased variance over ``population_batches`` training batches).
+EVAL_STATS = ("running", "population")
 #: Named weight initializations (``--weight-scale``); a number is the std itself.
 WEIGHT_SCHEMES = ("he", "kaiming", "lecun", "xavier", "glorot")
 #: Groups per group norm layer: every hidden size must be a multiple.
@@ -81,6 +85,8 @@ class TrainConfig:
     eval_every: int = 500
     log_every: int = 50
     dtype: str = "float32"
+    eval_stats: str = "running"  # one of EVAL_STATS
+    population_batches: int = 50  # training mini-batches Algorithm 2 averages over
 
     def __post_init__(self) -> None:
         # Old run directories say "batch": they resume as "batch_norm".
@@ -119,14 +125,22 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("activation", ACTIVATIONS),
             ("dtype", DTYPES),
+            ("eval_stats", EVAL_STATS),
         ):
             if getattr(self, name) not in choices:
+                flag = "--" + name.replace("_", "-")
                 raise ConfigError(
-                    f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
+                    f"{flag} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
                 )
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("give exactly one of --steps and --epochs")
-        for name in ("batch_size", "checkpoint_every", "eval_every", "log_every"):
+        for name in (
+            "batch_size",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "population_batches",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         length = "steps" if self.steps is not None else "epochs"
@@ -170,8 +184,11 @@ class TrainConfig:
                     f"--data-dir is for {' and '.join(IDX_DATASETS)}; --dataset {self.dataset} "
                     f"reads no files (got --data-dir {self.data_dir})"
                 )
+            # An explicit directory must exist, even MNIST's (missing files are downloaded
+            # into it): a typo must not start a download into a new folder.
             if not Path(self.data_dir).is_dir():
-                raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
+                hint = " (create it to download MNIST into it)" if self.dataset == "mnist" else ""
+                raise ConfigError(f"--data-dir {self.data_dir}: no such directory{hint}")
 
     def _check_types(self) -> None:
         def wrong(name: str, expected: str) -> ConfigError:

@@ -15,12 +15,27 @@ Files in the output directory, each written atomically (:mod:`normgrad.io`):
 - ``metrics.csv``: step, mean loss and batch accuracy over the last ``log_every`` steps,
   and the accuracy on the evaluation split (``test_acc``) at evaluation steps;
 - ``model.npz``: the final parameters and running statistics, by plain dotted names, and
-  the run's configuration (``config``), so the model describes itself under its checksum.
+  the run's configuration (``config``), so the model describes itself under its checksum
+  (with ``eval_stats="population"``, the population statistics the run is evaluated with).
 
 A write that fails (a full disk, a directory made read-only) raises :class:`RunWriteError`
 naming the file, with the previous version of that file left as it was. With
 ``stop_on_signals`` SIGINT and SIGTERM end the run after the current step, with a
 checkpoint: :class:`TrainingInterrupted`.
+
+Inference statistics (``eval_stats``): batch norm is evaluated with its running averages,
+or with the paper's population statistics (Algorithm 2, :mod:`normgrad.nn.population`):
+the mean and unbiased variance of each layer's input over ``population_batches`` training
+mini-batches, recomputed at every evaluation from the weights as they are then (the
+metrics then also hold ``test_acc_running``, the accuracy the running averages give). The
+batches are the first ones of epoch 0, so they are the same at every evaluation and
+after a resume.
+
+Threads: the matrices of these networks are small (the paper's: 60 x 784 by 784 x 100),
+and there a second BLAS thread costs more in synchronization than it saves; on a busy
+machine it can make a step ten times slower. :meth:`Trainer.run` therefore limits BLAS and
+OpenMP to ``blas_threads`` threads (default 1) with threadpoolctl (``normgrad[train]``;
+without it the libraries keep their own setting).
 """
 
 from __future__ import annotations
@@ -35,7 +50,7 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +61,12 @@ from normgrad.data import Dataset, Split, load_dataset
 from normgrad.errors import ConfigError, NonFiniteStatisticsWarning, NormgradUsageError
 from normgrad.io import atomic_write
 from normgrad.nn import SGD, Adam, FullyConnectedNet, softmax_cross_entropy
+from normgrad.nn.population import (
+    batch_norm_layers,
+    population_statistics,
+    recompute_population_statistics,
+    using_statistics,
+)
 from normgrad.progress import progress_bar
 from normgrad.train.checkpoint import CheckpointError, load_verified, save_atomic
 from normgrad.train.config import GROUP_NORM_GROUPS, TrainConfig
@@ -148,9 +169,26 @@ def build_optimizer(config: TrainConfig, model):
     return SGD(model, lr=config.lr, momentum=config.momentum)
 
 
+@contextlib.contextmanager
+def blas_threads(limit: int | None) -> Iterator[bool]:
+    """BLAS and OpenMP limited to ``limit`` threads within the block (threadpoolctl); None
+    changes nothing. Yields whether the limit is in force (False without threadpoolctl)."""
+    if limit is None:
+        yield False
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up: train anyway, as the libraries are set
+        yield False
+        return
+    with threadpool_limits(limits=limit):
+        yield True
+
+
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
-    """Accuracy on images ``x`` (n, features) with labels ``y`` (n,), in eval mode (running
-    statistics); the model is put back in training mode."""
+    """Accuracy on images ``x`` (n, features) with labels ``y`` (n,), in eval mode (batch
+    norm with the statistics its running buffers hold); the model is put back in training
+    mode."""
     model.eval()
     correct = sum(
         int((model.forward(x[i : i + batch]).argmax(axis=1) == y[i : i + batch]).sum())
@@ -179,8 +217,15 @@ class Trainer:
     ``test_acc`` or ``validation_acc``.
 
     ``probe(step, model) -> dict`` (optional) is called at each evaluation and its values go
-    into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so).
+    into the metrics rows (the ioffe2015 experiment records sigmoid-input percentiles so);
+    it runs while eval mode holds the statistics the run is evaluated with. With
+    ``eval_stats="population"``, a probe's ``running_averages(step, model) -> dict``, if it
+    has one, is called first, while eval mode still holds the running averages.
+    ``extra_eval_steps``: steps to evaluate at besides every ``eval_every`` (the experiment
+    adds log-spaced early ones, so the start of training is visible on a log axis).
     ``progress`` shows a bar while a terminal watches; ``bar_options`` go to tqdm.
+    ``blas_threads``: BLAS/OpenMP threads while training (module docstring; None: leave
+    the libraries' own setting).
     """
 
     def __init__(
@@ -196,8 +241,12 @@ class Trainer:
         label: str = "train",
         comm=None,
         stop_on_signals: bool = False,
+        blas_threads: int | None = 1,
+        extra_eval_steps=(),
     ):
         config.validate(data_supplied=data is not None)
+        self.blas_threads = blas_threads
+        self.extra_eval_steps = frozenset(int(s) for s in extra_eval_steps)
         self.config, self.out = config, Path(out_dir)
         # Data-parallel over MPI: every rank takes its slice of each global batch, batch
         # norm is synchronized, gradients are summed in one buffer, and rank 0 writes.
@@ -233,6 +282,7 @@ class Trainer:
         self.stop_on_signals = stop_on_signals
         self._signal: int | None = None  # the signal that asked this rank to stop
         self._stop_agreed = False  # every rank has heard it (one rank is enough)
+        self._population_batches: list[np.ndarray] | None = None
 
     # -- paths -------------------------------------------------------------
     @property
@@ -341,11 +391,43 @@ class Trainer:
         bs = self.config.batch_size
         return self._perm[k * bs : (k + 1) * bs]
 
+    def population_batches(self) -> list[np.ndarray]:
+        """The training mini-batches population statistics are taken over: the first
+        ``population_batches`` of epoch 0 (this rank's slice of each, under MPI); made once."""
+        if self._population_batches is not None:
+            return self._population_batches
+        cfg = self.config
+        bs = cfg.batch_size
+        count = min(cfg.population_batches, self.steps_per_epoch)
+        order = np.random.default_rng([cfg.seed, 0]).permutation(len(self.train_split))
+        batches = [order[k * bs : (k + 1) * bs] for k in range(count)]
+        if self.comm is not None:
+            batches = [np.array_split(idx, self.world)[self.rank] for idx in batches]
+        self._population_batches = [self.train_split.x[idx] for idx in batches]
+        return self._population_batches
+
+    def uses_population_statistics(self) -> bool:
+        return self.config.eval_stats == "population" and bool(batch_norm_layers(self.model))
+
+    def inference_statistics(self):
+        """A context in which eval mode normalizes as ``eval_stats`` says: the population
+        statistics of the weights as they are now, or the running averages."""
+        if not self.uses_population_statistics():
+            return contextlib.nullcontext(self.model)
+        stats = population_statistics(self.model, self.population_batches())
+        return using_statistics(self.model, stats)
+
     def _evaluate(self) -> None:
         split = self.eval_split
-        row = {"step": self.step, self.eval_key: accuracy(self.model, split.x, split.y)}
-        if self.probe is not None:
-            row |= self.probe(self.step, self.model)
+        row = {"step": self.step}
+        if self.uses_population_statistics():  # what the running averages would give
+            row[f"{self.eval_key}_running"] = accuracy(self.model, split.x, split.y)
+            if hasattr(self.probe, "running_averages"):
+                row |= self.probe.running_averages(self.step, self.model)
+        with self.inference_statistics():
+            row[self.eval_key] = accuracy(self.model, split.x, split.y)
+            if self.probe is not None:
+                row |= self.probe(self.step, self.model)
         self.evals.append(row)
 
     def run(self) -> RunResult:
@@ -360,7 +442,7 @@ class Trainer:
             **self.bar_options,
         )
         try:
-            with bar, self._signals_stop_the_run():
+            with bar, self._signals_stop_the_run(), blas_threads(self.blas_threads):
                 if self.step == 0 and not self.evals:
                     self._evaluate()  # the starting point of every curve
                 shown = self.step  # the step the bar shows
@@ -370,7 +452,11 @@ class Trainer:
                     self.losses[self.step] = loss
                     self.accs[self.step] = acc
                     self.step += 1
-                    if self.step % cfg.eval_every == 0 or self.step == self.total:
+                    if (
+                        self.step % cfg.eval_every == 0
+                        or self.step == self.total
+                        or self.step in self.extra_eval_steps
+                    ):
                         self._evaluate()
                     if self.step % cfg.checkpoint_every == 0 or self.step == self.total:
                         self.save_checkpoint()
@@ -389,7 +475,8 @@ class Trainer:
         except TrainingDiverged as exc:
             exc.checkpoint_kept = self.checkpoint_path.exists()
             raise
-        self.write_outputs()
+        with blas_threads(self.blas_threads):
+            self.write_outputs()
         return RunResult(self.step, self.evals[-1][self.eval_key], self.eval_name,
                          self.metrics_rows())  # fmt: skip
 
@@ -502,6 +589,10 @@ class Trainer:
 
     def write_outputs(self) -> None:
         """``metrics.csv`` and ``model.npz``, each written atomically (rank 0 only)."""
+        if self.uses_population_statistics():
+            # The model a user evaluates is the one the run was evaluated as (Algorithm 2);
+            # every rank takes part: synchronized batch norm runs collectives.
+            recompute_population_statistics(self.model, self.population_batches())
         if self.rank != 0:
             return
         rows = self.metrics_rows()
