@@ -38,6 +38,7 @@ from normgrad.core.cache import (
     NormCache,
     check_dy,
     compute_dtype,
+    fingerprint,
     param_grads,
     read_only,
     sum_r,
@@ -198,6 +199,10 @@ def normalize_forward(
         param_dtype=param_dtype,
         comm=comm if stats is None else None,
         global_count=mom.count if comm is not None and mom is not None else None,
+        # This backend's backward reads only xhat, its own copy; it still checks x, so that
+        # a changed x raises here as it must on the fused backend (which reads x itself).
+        source=x,
+        source_fingerprint=fingerprint(x),
     )
     return y, cache, mom
 
@@ -210,6 +215,7 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     """
     compute = cache.compute_dtype
     dyw = check_dy(dy, cache).astype(compute, copy=False)
+    cache.check_source()
     inv_std = cache.inv_std.astype(compute)
     layout = cache.layout
     if cache.training and layout.channel_axis is not None:
