@@ -12,10 +12,10 @@ from normgrad.core.table import get_op
 BACKENDS = ["numpy"] + (["numba"] if backends.numba_available() else [])
 
 #: (op, shape, options): small shapes (serial kernels) and large ones (parallel kernels, the
-#: per-channel sweep, the block-of-columns sweep and the two-pass path of batch norm).
+#: per-channel sweep and the two-pass path of batch norm).
 CASES = [
     ("batch_norm", (40, 6), {}),
-    ("batch_norm", (4096, 64), {}),  # blocks of columns
+    ("batch_norm", (4096, 64), {}),  # (N, C): two streaming passes
     ("batch_norm", (70000, 2), {}),  # two streaming passes
     ("batch_norm", (8, 16, 24, 24), {}),  # one channel per thread
     ("batch_norm", (8, 24, 24, 16), {"channel_axis": -1}),

@@ -15,7 +15,7 @@ from normgrad.core.table import get_op
 
 pytest.importorskip("numba")
 
-#: (op, shape, options), covering each kernel: two streaming passes, blocks of columns,
+#: (op, shape, options), covering each kernel: two streaming passes (tall and wide (N, C)),
 #: one channel per thread, channels-last, and a row per thread for the per-sample norms.
 CASES = [
     ("batch_norm", (1 << 18, 2), {}),

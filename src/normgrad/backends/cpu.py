@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 ENV_VAR = "NORMGRAD_CACHE_BYTES"
+#: Bytes of one cache line: what neighbouring columns of an (N, C) array share.
+LINE_BYTES = 64
 ASSUMED_BYTES = 1 << 20
 SYS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 

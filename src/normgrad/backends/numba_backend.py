@@ -98,12 +98,6 @@ def _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training
     )
 
 
-def _cache_bytes() -> int:
-    from normgrad.backends.cpu import per_core_cache
-
-    return per_core_cache()[0]
-
-
 def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=None):
     """Same contract as :func:`normgrad.backends.numpy_backend.normalize_forward` (batch norm)."""
     k = _kernels()
@@ -115,7 +109,7 @@ def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=No
     count = x3.shape[0] * x3.shape[2]
     if stats is None:
         div = count - 1 if bessel else count
-        y, mean, m2, inv_std, fp = k.bn_forward(x3, g, b, eps, div, _cache_bytes())
+        y, mean, m2, inv_std, fp = k.bn_forward(x3, g, b, eps, div)
         var = m2 / div
         mom = Moments(count, mean, m2, None)
     else:
@@ -131,8 +125,8 @@ def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=No
 
 
 def channel_backward(dy, cache: NormCache):
-    """Closed-form gradients ``(dx, dgamma, dbeta)``: one sweep per channel (or block of
-    columns) where it fits in cache, else two passes."""
+    """Closed-form gradients ``(dx, dgamma, dbeta)``: one sweep per channel of an NCHW-like
+    view, two passes over an (N, C) one."""
     k = _kernels()
     layout = cache.layout
     x3 = cache.x_view
@@ -145,9 +139,7 @@ def channel_backward(dy, cache: NormCache):
     factor = m / (m - 1) if cache.bessel else 1.0
     # dx = g r / M * (M dy - sum(dy) - factor * xhat * sum(dy * xhat)), xhat = (x - mean) r;
     # in eval mode the statistics are constants and dx = g r dy.
-    dx, sum_dy, sum_dy_xmu, fp = k.bn_backward(
-        dy3, x3, mean, g, r, factor, cache.training, _cache_bytes()
-    )
+    dx, sum_dy, sum_dy_xmu, fp = k.bn_backward(dy3, x3, mean, g, r, factor, cache.training)
     cache.check_kernel_fingerprint(fp)
     dgamma = None if cache.gamma is None else (sum_dy_xmu * r).astype(cache.param_dtype)
     dbeta = sum_dy.astype(cache.param_dtype) if cache.has_beta else None
