@@ -1,6 +1,6 @@
 """The functional core: the table of ops, layouts, caches, the staged backward, the API."""
 
-from normgrad.core.cache import NormCache
+from normgrad.core.cache import InputModifiedError, NormCache
 from normgrad.core.fold import fold_batch_norm
 from normgrad.core.layout import NormLayout
 from normgrad.core.ops import (
@@ -25,6 +25,7 @@ from normgrad.core.table import OPS, OpSpec, get_op
 
 __all__ = [
     "OPS",
+    "InputModifiedError",
     "NormCache",
     "NormLayout",
     "OpSpec",
