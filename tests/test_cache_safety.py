@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from normgrad import backends
-from normgrad.core.cache import InputModifiedError, fingerprint
+from normgrad.core.cache import EXACT_BYTES, InputModifiedError, fingerprint
 from normgrad.core.table import get_op
 
 BACKENDS = ["numpy"] + (["numba"] if backends.numba_available() else [])
@@ -107,12 +107,15 @@ def test_eval_mode_checks_x(backend):
 
 def test_the_fingerprint_sees_every_element_and_its_place():
     rng = np.random.default_rng(1)
-    for dtype, shape in ((np.float64, (33, 7)), (np.float32, (1001, 3)), (np.float16, (5,))):
+    cases = [(np.float64, (33, 7)), (np.float32, (1001, 3)), (np.float16, (5,)),
+             (np.float64, (3000, 3)), (np.float32, (5001, 7)), (np.float16, (40001,))]  # fmt: skip
+    for dtype, shape in cases:
         x = rng.standard_normal(shape).astype(dtype)
         base = fingerprint(x)
         assert fingerprint(x.copy()) == base
         assert fingerprint(np.asfortranarray(x)) == base  # the values in C order
-        for i in range(x.size):
+        assert isinstance(base, int) == (x.nbytes > EXACT_BYTES)
+        for i in range(0, x.size, max(1, x.size // 500)):
             y = x.copy().reshape(-1)
             y[i] = np.nextafter(y[i], np.inf)
             assert fingerprint(y.reshape(shape)) != base

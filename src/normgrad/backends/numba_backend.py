@@ -54,7 +54,7 @@ class FusedCache(NormCache):
         super().__post_init__()
         object.__setattr__(self, "x_view", read_only(self.x_view))
 
-    def fingerprint_now(self) -> int:
+    def fingerprint_now(self) -> int | bytes:
         if self.kernel_fingerprint:  # source is x_view: the kernels' fingerprint
             return _kernels().fingerprint(self.x_view)
         return fingerprint(self.source)
