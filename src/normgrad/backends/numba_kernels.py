@@ -22,8 +22,8 @@ outputs are within about half an ulp of the float64 result.
 
 Determinism: a group's sums are taken by one thread in a fixed order, and where groups are
 split (the two-pass kernels, the per-sample norms' dgamma) it is into a fixed number of
-chunks (:data:`NCHUNKS`, not the thread count) added in order: the same bits at any thread
-count.
+chunks set by the shape alone (:func:`_chunks`, never the thread count) added in order: the
+same bits at any thread count.
 
 Every kernel that reads x in the pass that also checks it takes x's *fingerprint*
 ``sum_e bits(x_e) * (2e + 1) mod 2^64`` over x's flat index e (:func:`fingerprint`), so the
@@ -36,8 +36,9 @@ import numpy as np
 from numba import njit, prange
 
 CACHE = True  # numba's on-disk cache: a second process does not recompile
-#: Parts a reduction is split into where one group is shared by several threads: a fixed
-#: number, so that the order of the additions does not depend on the thread count.
+#: Parts a reduction is split into where one group is shared by several threads: a number
+#: set by the shape alone, so that the order of the additions does not depend on the thread
+#: count.
 NCHUNKS = 16
 
 
@@ -54,7 +55,10 @@ def _mix(bits, e):
 
 
 def _chunks(n: int) -> int:
-    return max(1, min(n, NCHUNKS))
+    """Chunks for n rows: at most NCHUNKS, and at least 64 rows each, so that the
+    per-chunk float64 partial sums (a row's worth each, twice) stay within a sixteenth of
+    x's size and the fused path's extra memory within its outputs."""
+    return max(1, min(NCHUNKS, n // 64))
 
 
 # --------------------------------------------------------------------------- batch norm
