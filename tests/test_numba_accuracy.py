@@ -78,3 +78,34 @@ def test_squares_do_not_overflow_for_large_finite_float32(op, shape, options):
     ref, _ = spec.forward(x.astype(np.float64), None, None, backend="numpy", **options)
     assert np.isfinite(y).all()
     assert np.max(np.abs(y - ref)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "options"),
+    [CASES[1], CASES[2], CASES[4], CASES[5], CASES[7], ("batch_norm", (64, 8), {})],
+)
+def test_float64_spread_beyond_1e154_is_scaled_not_overflowed(op, shape, options):
+    """Squared deviations of float64 values 1e200 apart overflow; the fused path then takes
+    the statistics of x scaled by a power of two, and y and the gradients are those of the
+    same values divided by 1e200 (y does not change with the scale; dx scales by 1/1e200).
+    The variance itself, 1e400, is not a float64: ``cache.var`` is inf, and the staged
+    backward, which works from it, is not finite here."""
+    spec = get_op(op)
+    rng = np.random.default_rng(2)
+    small = rng.standard_normal(shape) + 3.0
+    x = small * 1e200
+    dy = rng.standard_normal(shape)
+    p = spec.param_shape(shape, **options)
+    gamma = rng.standard_normal(p)
+    beta = rng.standard_normal(p) if spec.has_beta else None
+    eps = {"eps": 1e-300}  # negligible beside either spread
+    y, cache = spec.forward(x, gamma, beta, backend="numba", **options, **eps)
+    grads = spec.backward(dy, cache)
+    ref_y, ref_cache = spec.forward(small, gamma, beta, backend="numpy", **options, **eps)
+    ref = spec.backward(dy, ref_cache)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads[0] * 1e200, ref[0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads[1:], ref[1:], strict=True):
+        assert (a is None and b is None) or np.allclose(a, b, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(cache.mean.reshape(-1),
+                               ref_cache.mean.reshape(-1) * 1e200, rtol=1e-12)  # fmt: skip

@@ -45,10 +45,14 @@ class FusedCache(NormCache):
             computed dtype): the kernels fingerprint it as they read it. False when x_view
             is a copy: the caller's x is then fingerprinted by NumPy, so that a changed x
             raises on this backend exactly when it does on NumPy's.
+        x_scale: the power of two x_view is x multiplied by: 1, or, for float64 input whose
+            squared deviations would overflow, what brings its largest value near 1 (the
+            kernels then see statistics scaled alike; see :func:`_overflow_scale`).
     """
 
     x_view: np.ndarray
     kernel_fingerprint: bool = True
+    x_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,11 +72,11 @@ class FusedCache(NormCache):
         """Recomputed on each call (the cache stores x, not xhat), from x in float64."""
         self.check_source()
         xw = self.x_view.reshape(self.layout.work_shape)
-        xhat = (xw - self.mean) * self.inv_std
+        xhat = (xw - self.mean * self.x_scale) * (self.inv_std / self.x_scale)
         return read_only(xhat.astype(self.compute_dtype, copy=False))
 
 
-def _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training, fp):
+def _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training, fp, scale=1.0):
     """A fused cache: x (as the kernels saw it) instead of xhat; statistics in float64."""
     stats_shape = layout.stats_shape
     shares = np.may_share_memory(x3, x)  # x3 is a view of x or a new array
@@ -95,7 +99,33 @@ def _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training
         source=x3 if shares else x,
         source_fingerprint=fp if shares else fingerprint(x),
         kernel_fingerprint=shares,
+        x_scale=scale,
     )
+
+
+def _overflow_scale(m2: np.ndarray, x3: np.ndarray) -> float:
+    """1.0, or the power of two to multiply x by when its squared deviations overflowed.
+
+    Only float64 input can overflow them (a float32 difference squared in float64 cannot):
+    a spread beyond about 1e154. The statistics are then taken of ``x * 2^-k``, with 2^k
+    near x's largest magnitude; the scaling is exact, and y does not change with it."""
+    if np.isfinite(m2).all():
+        return 1.0
+    top = float(np.max(np.abs(x3)))
+    if not np.isfinite(top) or top == 0.0:  # non-finite input: its own (non-finite) result
+        return 1.0
+    return float(2.0 ** -np.frexp(top)[1])
+
+
+def _unscaled(mean, m2, inv_std, scale):
+    """The statistics of x from those of x * scale (M2 may overflow now: it is that big)."""
+    with np.errstate(over="ignore"):
+        return mean / scale, m2 / scale / scale, inv_std * scale
+
+
+def _scaled_eps(eps: float, scale: float) -> float:
+    # eps * scale^2 may underflow; the smallest normal keeps a constant group's y at beta
+    return max(eps * scale * scale, float(np.finfo(np.float64).tiny))
 
 
 def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=None):
@@ -109,7 +139,13 @@ def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=No
     count = x3.shape[0] * x3.shape[2]
     if stats is None:
         div = count - 1 if bessel else count
-        y, mean, m2, inv_std, fp = k.bn_forward(x3, g, b, eps, div)
+        with np.errstate(over="ignore", invalid="ignore"):  # see _overflow_scale
+            y, mean, m2, inv_std, fp = k.bn_forward(x3, g, b, eps, div)
+        scale = _overflow_scale(m2, x3)
+        if scale != 1.0:
+            x3 = x3 * scale
+            y, mean, m2, inv_std, fp = k.bn_forward(x3, g, b, _scaled_eps(eps, scale), div)
+            mean, m2, inv_std = _unscaled(mean, m2, inv_std, scale)
         var = m2 / div
         mom = Moments(count, mean, m2, None)
     else:
@@ -119,8 +155,10 @@ def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=No
         y = np.empty(x3.shape, x3.dtype)
         fp = k.bn_affine_into(x3, mean, g * inv_std, b, y)
         mom = None
+        scale = 1.0
     y = y.astype(x.dtype, copy=False).reshape(x.shape)
-    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, stats is None, fp)
+    training = stats is None
+    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, training, fp, scale)
     return y, cache, mom
 
 
@@ -132,8 +170,8 @@ def channel_backward(dy, cache: NormCache):
     x3 = cache.x_view
     c = x3.shape[1]
     dy3 = k.view3(dy, layout.channel_axis).astype(x3.dtype, copy=False)
-    mean = cache.mean.reshape(c)
-    r = cache.inv_std.reshape(c)
+    mean = cache.mean.reshape(c) * cache.x_scale  # the statistics of x_view
+    r = cache.inv_std.reshape(c) / cache.x_scale
     g = np.ones(c) if cache.gamma is None else cache.gamma.reshape(c).astype(np.float64)
     m = layout.count
     factor = m / (m - 1) if cache.bessel else 1.0
@@ -141,6 +179,8 @@ def channel_backward(dy, cache: NormCache):
     # in eval mode the statistics are constants and dx = g r dy.
     dx, sum_dy, sum_dy_xmu, fp = k.bn_backward(dy3, x3, mean, g, r, factor, cache.training)
     cache.check_kernel_fingerprint(fp)
+    if cache.x_scale != 1.0:  # dx of x = scale * dx of x_view = scale * x
+        dx *= cache.x_scale
     dgamma = None if cache.gamma is None else (sum_dy_xmu * r).astype(cache.param_dtype)
     dbeta = sum_dy.astype(cache.param_dtype) if cache.has_beta else None
     return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
@@ -187,9 +227,15 @@ def rows_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel):
     b2 = np.zeros((groups, shape3[1])) if beta is None else beta.astype(np.float64)
     g2, b2 = g2.reshape(groups, -1), b2.reshape(groups, -1)
     y, mean, m2, inv_std, fp = k.rows_forward(x3, g2, b2, eps, div, layout.centered)
+    scale = _overflow_scale(m2, x3)
+    if scale != 1.0:
+        x3 = x3 * scale
+        scaled_eps = _scaled_eps(eps, scale)
+        y, mean, m2, inv_std, fp = k.rows_forward(x3, g2, b2, scaled_eps, div, layout.centered)
+        mean, m2, inv_std = _unscaled(mean, m2, inv_std, scale)
     var = m2 / div
     y = y.astype(x.dtype, copy=False).reshape(x.shape)
-    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, True, fp)
+    cache = _cache(layout, x, x3, gamma, beta, mean, var, inv_std, eps, bessel, True, fp, scale)
     return y, cache, None
 
 
@@ -199,8 +245,8 @@ def rows_backward(dy, cache: NormCache):
     x3 = cache.x_view
     shape3, groups = _rows_view(layout)
     dy3 = np.ascontiguousarray(dy).reshape(shape3).astype(x3.dtype, copy=False)
-    mean = cache.mean.reshape(-1)
-    r = cache.inv_std.reshape(-1)
+    mean = cache.mean.reshape(-1) * cache.x_scale  # the statistics of x_view
+    r = cache.inv_std.reshape(-1) / cache.x_scale
     gamma = np.ones(layout.param_shape) if cache.gamma is None else cache.gamma
     g2 = gamma.reshape(groups, -1).astype(np.float64)
     m = layout.count
@@ -209,6 +255,8 @@ def rows_backward(dy, cache: NormCache):
     # without centring (RMS norm) the mean is 0 and its term, r sum(dxhat) / M, is absent.
     dx, dgamma2, dbeta2, fp = k.rows_backward(dy3, x3, mean, r, g2, factor, layout.centered)
     cache.check_kernel_fingerprint(fp)
+    if cache.x_scale != 1.0:  # dx of x = scale * dx of x_view = scale * x
+        dx *= cache.x_scale
 
     def param(g):
         return g.reshape(layout.param_shape).astype(cache.param_dtype)
