@@ -14,6 +14,7 @@ a per-row view ``(R, K, S)`` (see :mod:`normgrad.backends.numba_kernels`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,11 +193,11 @@ def channel_backward(dy, cache: NormCache):
 def _rows_view(layout: NormLayout):
     """(R, K, S) and the groups G of a layer/group/instance-norm layout (see numba_kernels)."""
     work, reduce_axes, bcast = layout.work_shape, layout.reduce_axes, layout.param_bcast
-    rows = int(np.prod([work[a] for a in range(len(work)) if a not in reduce_axes]))
+    rows = math.prod(work[a] for a in range(len(work)) if a not in reduce_axes)
     varying = _param_axes(layout)
-    k = int(np.prod([work[a] for a in varying]))
-    s = int(np.prod([work[a] for a in reduce_axes])) // max(k, 1)
-    groups = int(np.prod([bcast[a] for a in range(len(work)) if a not in reduce_axes]))
+    k = math.prod(work[a] for a in varying)
+    s = math.prod(work[a] for a in reduce_axes) // max(k, 1)
+    groups = math.prod(bcast[a] for a in range(len(work)) if a not in reduce_axes)
     return (rows, k, s), groups
 
 

@@ -32,6 +32,8 @@ backward can tell that x was not written since the forward at no cost in memory 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -412,8 +414,8 @@ def fingerprint(a: np.ndarray) -> int:
 def view3(x: np.ndarray, channel_axis: int) -> np.ndarray:
     """x as (A, C, B), C-contiguous (copied if x is not)."""
     shape = x.shape
-    a = int(np.prod(shape[:channel_axis], dtype=np.int64))
-    b = int(np.prod(shape[channel_axis + 1 :], dtype=np.int64))
+    a = math.prod(shape[:channel_axis])
+    b = math.prod(shape[channel_axis + 1 :])
     return np.ascontiguousarray(x).reshape(a, shape[channel_axis], b)
 
 
