@@ -1,8 +1,9 @@
 """The Numba backend: every op through fused kernels (``pip install 'normgrad[fast]'``).
 
-Forward: each reduction group swept once where it fits in a core's cache (statistics, then
-normalize from cache), else a pass for the statistics and one to normalize; backward the
-same for the two sums and dx (see :mod:`normgrad.backends.numba_kernels`). The cache
+Forward: one sweep per reduction group (statistics, then normalize while the group is in
+cache) for the per-sample norms and NCHW-like batch norm, and two streaming passes for an
+(N, C) or channels-last batch norm; the backward the same for its two sums and dx (see
+:mod:`normgrad.backends.numba_kernels`). The cache
 (:class:`FusedCache`) keeps x as the kernels saw it (a contiguous view, copied only if x
 was not contiguous) instead of xhat, so nothing the size of x is stored beyond the output;
 ``cache.xhat`` is computed when asked, for the staged backward and for inspection. A
