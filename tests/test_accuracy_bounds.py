@@ -18,10 +18,6 @@ LAYOUTS = [
     ("instance_norm", (8, 8, 32, 32), {}),
     ("rms_norm", (64, 1024), {}),
 ]
-_NUMBA_OWNED = pytest.mark.xfail(
-    strict=False,
-    reason="the fused kernels' compensated statistics are item 1's kernel work (numba_kernels)",
-)
 
 
 #: At mean 0 the NumPy backend rounds x - mu and then (x - mu) * r in float32: up to 1.5
@@ -35,7 +31,7 @@ _NUMPY_AT_MEAN_0 = pytest.mark.xfail(
 def _backends(mean=None):
     marks = [_NUMPY_AT_MEAN_0] if mean == 0 else []
     yield pytest.param("numpy", id="numpy", marks=marks)
-    marks = [_NUMBA_OWNED]
+    marks = []
     if not numba_available():
         marks.append(pytest.mark.skip(reason="Numba not installed"))
     yield pytest.param("numba", id="numba", marks=marks)

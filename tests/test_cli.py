@@ -74,7 +74,9 @@ def test_bench_quick_runs_and_reports_every_method(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(bench, "QUICK_SHAPES", [("(64, 32)", (64, 32), 1)])
     monkeypatch.setattr(bench, "triad_bandwidth", lambda: (1e10, "stub for the test"))
-    monkeypatch.setattr(bench, "paper_network", lambda steps: {"normgrad": 1.0, "pytorch": 1.0})
+    monkeypatch.setattr(
+        bench, "train_benchmark", lambda steps, reps, _t=bench.train_benchmark: _t(2, reps=1)
+    )
     out = tmp_path / "bench.json"
     monkeypatch.setattr(
         bench, "run", lambda quick, progress, _run=bench.run: _run(quick, progress, reps=2)
@@ -83,7 +85,7 @@ def test_bench_quick_runs_and_reports_every_method(tmp_path, monkeypatch, capsys
     text = capsys.readouterr().out
     assert "staged" in text and "fused" in text and "floor" in text
     result = json.loads(out.read_text())
-    assert {"machine", "bandwidth_GBps", "rows", "paper_network_samples_per_s"} <= set(result)
+    assert {"machine", "bandwidth_GBps", "rows", "train"} <= set(result)
     assert all(r["times_ms"] for r in result["rows"])
 
 

@@ -110,3 +110,34 @@ def test_backend_selection(monkeypatch):
     assert kernels.resolve("auto", size=10**9) == "numpy"  # silently
     with pytest.raises(ImportError, match=r"pip install 'normgrad\[fast\]'"):
         kernels.resolve("numba")
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "options"),
+    [
+        ("batch_norm", (70000, 3), {}),
+        ("batch_norm", (8, 16, 24, 24), {}),
+        ("layer_norm", (512, 300), {}),
+        ("group_norm", (8, 12, 24, 24), {"num_groups": 3}),
+    ],
+)
+def test_fused_results_are_the_same_bits_at_any_thread_count(op, shape, options):
+    import numba
+
+    rng = np.random.default_rng(4)
+    spec = ng.get_op(op)
+    x = (rng.standard_normal(shape) * 2 + 50).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    p = spec.param_shape(shape, **options)
+    gamma, beta = rng.standard_normal(p).astype(np.float32), np.zeros(p, np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            y, cache = spec.forward(x, gamma, beta, backend="numba", **options)
+            results.append((y, *spec.backward(dy, cache)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[0], results[-1], strict=True):
+        assert np.array_equal(a, b)

@@ -3,10 +3,15 @@
 Every op is run through the table (:mod:`normgrad.core.table`): the staged backward, the
 NumPy closed form, the fused Numba kernels and the op's ``torch.nn.functional`` function.
 Everything is measured in one process and one run, interleaved (each repetition runs every
-method once, in turn), and reported as medians. The memory-traffic floor of a training step
-is ``8 * x.nbytes / B`` (docs/design.md §11: 3 array transfers forward, 5 backward), and of
-an eval forward ``2 * x.nbytes / B``, where B is the streaming bandwidth of a STREAM-style
-triad measured in the same run with all cores. Timings never appear in tests.
+method once, in turn), and reported as medians with their interquartile range (IQR); a
+ratio is the median of the per-repetition ratios, so the two methods it compares ran
+seconds apart. The floor is cache-aware (docs/design.md §11): a training step moves 5
+transfers of x (read x, write y; read x and dy, write dx) when one reduction group fits in
+a core's cache, 8 when it does not (x and dy are read twice), and an eval forward 2; the
+floor is ``transfers * x.nbytes / B`` with B the streaming bandwidth of a STREAM-style
+triad measured at the start and at the end of the run with all cores. The report says
+which floor each row uses and why, and warns when the machine was busy (the load average,
+a floor beaten by a kernel, a bandwidth that moved). Timings never appear in tests.
 """
 
 from __future__ import annotations
@@ -38,24 +43,43 @@ FULL_SHAPES = [
     ("NHWC (32, 56, 56, 64)", (32, 56, 56, 64), -1),
 ]
 QUICK_SHAPES = FULL_SHAPES[:2]
-#: The other ops (op, label, shape, axis option), one float32 training step each.
+#: The other ops (op, label, shape, axis option), one training step each.
 OTHER_OPS = [
+    ("layer_norm", "(256, 1024)", (256, 1024), {}),
     ("layer_norm", "(4096, 1024)", (4096, 1024), {}),
     ("group_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), {"num_groups": 4}),
+    ("instance_norm", "NCHW (32, 64, 56, 56)", (32, 64, 56, 56), {}),
     ("rms_norm", "(4096, 1024)", (4096, 1024), {}),
 ]
+#: The load average (1 minute) above which the machine counts as busy before a run.
+BUSY_LOAD = 0.5
+#: A kernel faster than this fraction of the floor means the floor was measured low.
+BELOW_FLOOR = 0.95
 
 
 @dataclass
 class Row:
+    """One op, shape, dtype and mode: every method's times, and the floor they are held to.
+
+    ``times_ms`` are medians and ``iqr_ms`` interquartile ranges over ``samples_ms``;
+    ``ratios`` maps ``"a/b"`` to the median and IQR of the per-repetition ratios.
+    """
+
     op: str
     shape: str
     dtype: str
     mode: str  # "train" (forward + backward) or "eval" (forward)
     floor_ms: float
+    floor_transfers: int = 8
+    floor_reason: str = ""
+    nbytes: int = 0
     times_ms: dict[str, float] = field(default_factory=dict)
+    iqr_ms: dict[str, float] = field(default_factory=dict)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
+    ratios: dict[str, dict[str, float]] = field(default_factory=dict)
     first_call_ms: dict[str, float] = field(default_factory=dict)  # includes Numba's compile
     peak_extra: dict[str, float] = field(default_factory=dict)  # in units of x.nbytes
+    load_average: float = 0.0  # 1-minute load average after the row
 
 
 def machine() -> dict:
@@ -73,6 +97,10 @@ def machine() -> dict:
             )
     except OSError:
         info["cpu"] = platform.processor() or "?"
+    from normgrad.backends import cpu
+
+    info["caches"] = cpu.describe()
+    info["per_core_cache_bytes"], info["per_core_cache_from"] = cpu.per_core_cache()
     if kernels.numba_available():
         import numba
 
@@ -188,7 +216,54 @@ def _peak_extra(f: Callable, nbytes: int) -> float:
     return peak / nbytes
 
 
-def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps) -> Row:
+def _size(nbytes: float) -> str:
+    for unit, scale in (("M", 1 << 20), ("K", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.0f}{unit}"
+    return f"{nbytes:.0f}B"
+
+
+def traffic_floor(spec: OpSpec, shape, options: dict, dtype, mode: str, cache_bytes: int):
+    """``(transfers of x, why)``: the least memory traffic one step can move (docs/design.md
+    §11). A training step moves 2 forward and 3 backward when one reduction group (with dy
+    beside it, backward) fits in ``cache_bytes``, else 3 and 5; an eval forward moves 2."""
+    if mode == "eval":
+        return 2, "eval: read x, write y"
+    layout = spec.layout(shape, **options)
+    item = np.dtype(dtype).itemsize
+    if layout.channel_axis is not None:
+        axis = layout.channel_axis
+        a = int(np.prod(shape[:axis], dtype=np.int64))
+        b = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+        if b == 1:  # (N, C) and channels-last: columns share cache lines
+            from normgrad.backends.cpu import LINE_BYTES
+
+            what, group = "a block of columns one cache line wide", a * LINE_BYTES
+        else:
+            what, group = "a channel", a * b * item
+    else:
+        what, group = "a group", layout.count * item
+    fwd = 2 if group <= cache_bytes else 3
+    bwd = 3 if 2 * group <= cache_bytes else 5
+    fits = {True: "fits", False: "does not fit"}
+    reason = (
+        f"{fwd} + {bwd}: {what} ({_size(group)}) {fits[fwd == 2]} in {_size(cache_bytes)}, "
+        f"with dy ({_size(2 * group)}) {fits[bwd == 3]}"
+    )
+    return fwd + bwd, reason
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """(median, interquartile range)."""
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return float(q2), float(q3 - q1)
+
+
+#: The per-repetition ratios reported, by method name (numerator, denominator).
+RATIO_METHODS = (("numpy closed form", "pytorch"), ("fused (numba)", "pytorch"))
+
+
+def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps, cache_bytes=None) -> Row:
     spec = get_op(op)
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
@@ -197,8 +272,13 @@ def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps) -> Row:
     gamma = rng.standard_normal(p).astype(dtype)
     beta = rng.standard_normal(p).astype(dtype) if spec.has_beta else None
     methods = _methods(spec, x, gamma, beta, dy, options, mode)
-    transfers = 8 if mode == "train" else 2
-    row = Row(spec.name, label, np.dtype(dtype).name, mode, 1e3 * transfers * x.nbytes / bandwidth)
+    if cache_bytes is None:
+        from normgrad.backends.cpu import per_core_cache
+
+        cache_bytes = per_core_cache()[0]
+    transfers, reason = traffic_floor(spec, shape, options, dtype, mode, cache_bytes)
+    floor_ms = 1e3 * transfers * x.nbytes / bandwidth
+    row = Row(spec.name, label, np.dtype(dtype).name, mode, floor_ms, transfers, reason, x.nbytes)
     for name, f in methods.items():  # warm-up, timed: it holds Numba's compile or cache load
         t = time.perf_counter()
         f()
@@ -208,58 +288,54 @@ def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps) -> Row:
         for name, f in methods.items():
             t = time.perf_counter()
             f()
-            samples[name].append(time.perf_counter() - t)
-    row.times_ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+            samples[name].append(1e3 * (time.perf_counter() - t))
+    row.samples_ms = samples
+    for name, values in samples.items():
+        row.times_ms[name], row.iqr_ms[name] = _quartiles(values)
+    for a, b in RATIO_METHODS:
+        if a in samples and b in samples:
+            per_rep = [u / v for u, v in zip(samples[a], samples[b], strict=True)]
+            median, iqr = _quartiles(per_rep)
+            row.ratios[f"{a}/{b}"] = {"median": median, "iqr": iqr}
     row.peak_extra = {k: _peak_extra(f, x.nbytes) for k, f in methods.items() if k != "pytorch"}
+    row.load_average = os.getloadavg()[0]
     return row
 
 
-def paper_network(steps: int = 300) -> dict:
-    """Samples per second training 784-100-100-100-10 (sigmoid, BN, batch 60, SGD, float32):
-    normgrad's nn against the same network in PyTorch."""
-    from normgrad.nn import SGD, FullyConnectedNet, softmax_cross_entropy
+def benchmark_jobs(quick: bool) -> list[tuple]:
+    """The rows to measure: (op, label, shape, options, dtype, mode)."""
+    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    dtypes = (np.float32,) if quick else (np.float32, np.float64)
+    jobs = [("batch_norm", lbl, s, {"channel_axis": a}, dt, mode) for lbl, s, a in shapes
+            for dt in dtypes for mode in ("train", "eval")]  # fmt: skip
+    jobs += [(op, lbl, s, opts, dt, "train") for op, lbl, s, opts in OTHER_OPS for dt in dtypes]
+    return jobs
 
-    rng = np.random.default_rng(0)
-    x = rng.random((steps, 60, 784), dtype=np.float32)
-    y = rng.integers(0, 10, (steps, 60))
-    net = FullyConnectedNet(784, [100] * 3, 10, normalization="batchnorm", activation="sigmoid",
-                            weight_scale=0.1, dtype=np.float32)  # fmt: skip
-    opt = SGD(net, lr=0.1)
 
-    def ours():
-        for i in range(steps):
-            net.backward(softmax_cross_entropy(net.forward(x[i]), y[i])[1])
-            opt.step()
-
-    result = {}
-    ours()  # warm-up
-    t = time.perf_counter()
-    ours()
-    result["normgrad"] = steps * 60 / (time.perf_counter() - t)
-    torch = _torch()
-    if torch is not None:
-        layers = []
-        for d_in, d_out in ((784, 100), (100, 100), (100, 100)):
-            layers += [
-                torch.nn.Linear(d_in, d_out),
-                torch.nn.BatchNorm1d(d_out),
-                torch.nn.Sigmoid(),
-            ]
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(100, 10))
-        topt = torch.optim.SGD(model.parameters(), lr=0.1)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-        def theirs():
-            for i in range(steps):
-                topt.zero_grad()
-                torch.nn.functional.cross_entropy(model(xt[i]), yt[i]).backward()
-                topt.step()
-
-        theirs()
-        t = time.perf_counter()
-        theirs()
-        result["pytorch"] = steps * 60 / (time.perf_counter() - t)
-    return result
+def load_warnings(result: dict) -> list[str]:
+    """Why the timings of ``result`` may not be those of an idle machine."""
+    out = []
+    cpus = result["machine"]["cpus"] or 1
+    before = result["load_average_before"]
+    if before > BUSY_LOAD:
+        out.append(
+            f"the machine was busy before the run (load average {before:.2f} on {cpus} cpus): "
+            f"timings include other work; rerun on an idle machine for figures to quote"
+        )
+    start, end = result["bandwidth_GBps"], result.get("bandwidth_end_GBps", 0.0)
+    if end and abs(end - start) > 0.15 * max(start, end):
+        out.append(
+            f"the streaming bandwidth moved from {start:.1f} to {end:.1f} GB/s during the run"
+        )
+    for r in result["rows"]:
+        for name, t in r["times_ms"].items():
+            if t < BELOW_FLOOR * r["floor_ms"]:
+                out.append(
+                    f"{name} ran {r['op']} {r['shape']} {r['dtype']} {r['mode']} in "
+                    f"{t / r['floor_ms']:.2f}x its floor: the bandwidth was measured low "
+                    f"(the machine was busier during the triad than during the kernel)"
+                )
+    return out
 
 
 def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> dict:
@@ -268,13 +344,10 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
         import numba
 
         torch.set_num_threads(numba.get_num_threads())  # the same thread count for both
-    reps = reps or (5 if quick else 10)
+    reps = reps or (7 if quick else 15)
+    load_before = os.getloadavg()[0]
     bandwidth, how = triad_bandwidth()
-    shapes = QUICK_SHAPES if quick else FULL_SHAPES
-    dtypes = (np.float32,) if quick else (np.float32, np.float64)
-    jobs = [("batch_norm", lbl, s, {"channel_axis": a}, dt, mode) for lbl, s, a in shapes
-            for dt in dtypes for mode in ("train", "eval")]  # fmt: skip
-    jobs += [(op, lbl, s, opts, np.float32, "train") for op, lbl, s, opts in OTHER_OPS]
+    jobs = benchmark_jobs(quick)
     try:  # a benchmark runs without a bar rather than not at all
         bar = progress_bar(total=len(jobs) + 1, desc="bench", enabled=progress)
     except ImportError:
@@ -284,16 +357,21 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
         for job in jobs:
             rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))
             bar.update(1)
-        network = paper_network(100 if quick else 300)
+        network = train_benchmark(steps=100 if quick else 300, reps=3)
         bar.update(1)
-    return {
+    bandwidth_end, _ = triad_bandwidth()
+    result = {
         "machine": machine(),
         "bandwidth_GBps": bandwidth / 1e9,
+        "bandwidth_end_GBps": bandwidth_end / 1e9,
         "bandwidth_method": how,
+        "load_average_before": load_before,
         "reps": reps,
         "rows": [asdict(r) for r in rows],
-        "paper_network_samples_per_s": network,
+        "train": network,
     }
+    result["warnings"] = load_warnings(result)
+    return result
 
 
 #: The methods, by the name ``times_ms`` keys them with, and their column titles.
@@ -310,31 +388,67 @@ def _table(titles, rows, left: int = len(KEY)) -> list[str]:
     return format_table(columns, rows).splitlines()
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _number(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if spread is None else f"{value:.2f} ({spread:.2f})"
 
 
-def format_report(result: dict) -> str:
+def _machine_lines(result: dict) -> list[str]:
     m = result["machine"]
+    cache = m.get("per_core_cache_bytes")
     lines = [
         f"normgrad bench on {m.get('cpu', '?')} ({m['cpus']} cpus)",
+        f"caches: {m.get('caches', '?')}; the floor counts {_size(cache) if cache else '?'} per "
+        f"core ({m.get('per_core_cache_from', '?')})",
         f"python {m['python']}, numpy {m['numpy']}, numba {m.get('numba', '-')} "
         f"({m.get('numba_threads', '-')} threads), torch {m.get('torch', '-')} "
         f"({m.get('torch_threads', '-')} threads)",
-        f"streaming bandwidth {result['bandwidth_GBps']:.1f} GB/s ({result['bandwidth_method']}); "
-        f"medians of {result['reps']} interleaved runs",
-        "",
-        "time in ms (floor = memory-traffic floor: 8 transfers of x for train, 2 for eval)",
+        f"streaming bandwidth {result['bandwidth_GBps']:.1f} GB/s at the start, "
+        f"{result.get('bandwidth_end_GBps', 0.0):.1f} at the end ({result['bandwidth_method']})",
+        f"load average {result.get('load_average_before', 0.0):.2f} before the run, at most "
+        f"{max((r.get('load_average', 0.0) for r in result['rows']), default=0.0):.2f} during it",
     ]
+    lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
+    return lines
+
+
+def format_kernel_tables(result: dict) -> list[str]:
+    """The floors, the times and the ratios, one row per op, shape, dtype and mode."""
+    n = result["reps"]
+    lines = ["floor used per row (transfers of x; docs/design.md §11)"]
+    columns = [Column(t) for t in KEY] + [Column("transfers", align="right"), Column("why")]
+    floors = [[r[k] for k in KEY] + [str(r.get("floor_transfers", "-")), r.get("floor_reason")]
+              for r in result["rows"]]  # fmt: skip
+    lines += format_table(columns, floors).splitlines()
     times, ratios = [], []
     for r in result["rows"]:
         key = [r[k] for k in KEY]
-        t = {METHODS[k]: v for k, v in r["times_ms"].items()} | {"floor": r["floor_ms"]}
-        times.append(key + [_number(t.get(c)) for c in ("floor", *METHODS.values())])
-        ratios.append(key + [_number(t[a] / t[b] if t.get(a) and t.get(b) else None)
-                             for a, b in RATIOS])  # fmt: skip
+        iqr = r.get("iqr_ms", {})
+        t = {METHODS[k]: v for k, v in r["times_ms"].items()}
+        q = {METHODS[k]: iqr.get(k) for k in r["times_ms"]}
+        floor = r["floor_ms"]
+        times.append(
+            key + [_number(floor)] + [_number(t.get(c), q.get(c)) for c in METHODS.values()]
+        )
+        per_rep = {}
+        for k, v in r.get("ratios", {}).items():  # keyed by method names: use column titles
+            a, b = k.split("/")
+            per_rep[f"{METHODS[a]}/{METHODS[b]}"] = v
+        cells = []
+        for a, b in RATIOS:
+            if b == "floor":
+                cells.append(_number(t[a] / floor, q[a] / floor) if t.get(a) else "-")
+            else:
+                v = per_rep.get(f"{a}/{b}")
+                cells.append(_number(v["median"], v["iqr"]) if v else "-")
+        ratios.append(key + cells)
+    lines += ["", f"time in ms: median of {n} interleaved runs (interquartile range)"]
     lines += _table((*KEY, "floor", *METHODS.values()), times)
-    lines += ["", "ratios: time / PyTorch's time, and time / floor"]
+    lines += [
+        "",
+        "ratios: median of the per-run ratios (interquartile range); x/floor from medians",
+    ]
     lines += _table((*KEY, *(f"{a}/{b}" for a, b in RATIOS)), ratios)
     lines += ["", "peak extra memory, multiples of x.nbytes (tracemalloc; PyTorch is not traced):"]
     for r in result["rows"]:
@@ -348,14 +462,18 @@ def format_report(result: dict) -> str:
             f"fused first calls (JIT compile, or loading Numba's on-disk cache): "
             f"{sum(first) / 1e3:.1f} s in all, the slowest {max(first) / 1e3:.1f} s",
         ]
-    net = result["paper_network_samples_per_s"]
-    lines += ["", "paper network, 784-100x3-10, sigmoid + BN, batch 60, float32, SGD:"]
-    line = f"  normgrad {net['normgrad']:,.0f} samples/s"
-    if "pytorch" in net:
-        line += f", PyTorch {net['pytorch']:,.0f} samples/s"
-        line += f" (normgrad / PyTorch = {net['normgrad'] / net['pytorch']:.2f})"
-    lines.append(line)
-    return "\n".join(lines)
+    return lines
+
+
+def format_network(result: dict) -> list[str]:
+    """The training section of the full run: ``bench --train``'s table, shorter runs."""
+    return format_train_report(result["train"]).splitlines()[2:]
+
+
+def format_report(result: dict) -> str:
+    """The whole report: the machine, then one section per part of the run."""
+    sections = [_machine_lines(result), format_kernel_tables(result), format_network(result)]
+    return "\n\n".join("\n".join(section) for section in sections)
 
 
 def to_json(result: dict) -> str:

@@ -717,20 +717,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="time batch norm: staged, NumPy, fused, PyTorch, and the memory floor "
+        help="time every op: staged, NumPy, fused, PyTorch, and the cache-aware memory floor "
         "(--mpi: data-parallel scaling)",
         description=(
             "Time batch norm at (256, 1024), (4096, 1024), (65536, 256) and (32, 64, 56, 56)\n"
-            "in NCHW and NHWC, float32 and float64, training forward+backward and eval\n"
-            "forward: the staged backward, the NumPy closed form, the fused Numba path and\n"
-            "PyTorch's CPU kernel (same thread count), side by side, as medians of\n"
+            "in NCHW and NHWC, training forward+backward and eval forward, and layer, group,\n"
+            "instance and RMS norm training steps, in float32 and float64: the staged\n"
+            "backward, the NumPy closed form, the fused Numba path and PyTorch's CPU kernel\n"
+            "(same thread count), side by side, as medians (with interquartile ranges) of\n"
             "interleaved runs. Each is reported as a multiple of PyTorch's time and of the\n"
-            "memory-traffic floor (from a STREAM triad in the same run). Also layer and\n"
-            "group norm, peak extra memory, and the paper's network in samples/s."
+            "cache-aware memory-traffic floor (5 transfers of x where a reduction group fits\n"
+            "in a core's cache, else 8; bandwidth from a STREAM triad in the same run), with\n"
+            "the floor used and why, the CPU, its caches and the thread counts, and a warning\n"
+            "when the machine was busy. Also peak extra memory and the paper's network."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="float32, two shapes, 5 repetitions")
+    p.add_argument("--quick", action="store_true", help="float32, two shapes, 7 repetitions")
     p.add_argument(
         "--mpi", action="store_true",
         help="instead: data-parallel step time and bytes communicated at K = 1, 2, 4 ranks",

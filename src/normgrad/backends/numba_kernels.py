@@ -5,111 +5,136 @@ Any batch-norm layout is a view ``(A, C, B)`` with the channel in the middle: A 
 product of the axes before the channel axis and B of those after it. (N, D) and NHWC are
 ``(N*H*W, C, 1)``; NCHW is ``(N, C, H*W)``. Statistics are per channel over A and B.
 
-Memory traffic is what costs (docs/design.md §11), so each pass reads x once:
+Memory traffic is what costs (docs/design.md §11). Where a reduction group fits in a
+core's cache, a kernel *sweeps* it: one thread takes the group's statistics and, while
+the group is still in cache, normalizes it (forward: read x, write y), or takes its two
+sums and then dx (backward: read x and dy, write dx) -- 5 transfers of x in a training
+step. The groups are a channel of an NCHW view (``_ch_*``) and a row of the per-sample
+view (``_row_*``). A sweep is right whether or not the group fits; where it does not, the
+group is simply read twice from memory. The columns of an ``(A, C)`` view are taken in two
+streaming passes (``_stats2``/``_affine*``, ``_sums2``/``_dx2``): 8 transfers.
 
-- ``stats``: per channel, sums of ``x - K`` and ``(x - K)^2`` in float64 with a per-channel
-  shift K (the channel's first value). Shifting by a value near the mean keeps the variance
-  exact when the mean dwarfs the spread, where ``E[x^2] - E[x]^2`` would fail. The
-  accumulators are float64, so float32 sums over 2^20 rows do not drift.
-- ``affine``: ``y = (x - mean_c) * scale_c + beta_c``, one read and one write.
-- ``grad_sums``: ``sum(dy)`` and ``sum(dy * (x - mean))`` per channel, one read of each.
-- ``grad_input``: ``dx = p_c * dy + q_c * (x - mean_c) + r_c``, one read of each and one write.
+Precision (docs/design.md §10): the statistics accumulate in float64 around a per-group
+shift K (the group's first value), so the variance stays exact when the mean dwarfs the
+spread and no square can overflow for finite float32 input; every element-wise result is
+computed in float64 from x and the float64 mean and rounded once to x's dtype, so float32
+outputs are within about half an ulp of the float64 result.
 
-x - mean is formed in every pass rather than folded into a constant: in float32 with a mean
-of 1e3, ``x * q - mean * q`` would lose three digits to cancellation.
+Determinism: a group's sums are taken by one thread in a fixed order, and where groups are
+split (the two-pass kernels, the per-sample norms' dgamma) it is into a fixed number of
+chunks set by the shape alone (:func:`_chunks`, never the thread count) added in order: the
+same bits at any thread count.
 
-Each kernel splits A into chunks across threads; every thread keeps its own per-channel
-accumulators, which are added at the end (float64, so the order of addition barely matters).
+Every kernel that reads x in the pass that also checks it takes x's *fingerprint*
+``sum_e bits(x_e) * (2e + 1) mod 2^64`` over x's flat index e (:func:`fingerprint`), so the
+backward can tell that x was not written since the forward at no cost in memory traffic.
 """
 
 from __future__ import annotations
 
-import numba
+import math
+
 import numpy as np
 from numba import njit, prange
 
 CACHE = True  # numba's on-disk cache: a second process does not recompile
+#: Parts a reduction is split into where one group is shared by several threads: a number
+#: set by the shape alone, so that the order of the additions does not depend on the thread
+#: count.
+NCHUNKS = 16
 
 
-def _chunks(a: int) -> int:
-    return max(1, min(a, 4 * numba.get_num_threads()))
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+MIX_SHIFT = np.uint64(31)
 
 
-def _stats_py(x, shift, nchunks):
+@njit(inline="always", cache=CACHE)
+def _mix(bits, e):
+    """Element e's term of the fingerprint (see :func:`fingerprint`)."""
+    v = (np.uint64(bits) ^ (np.uint64(e) * GOLDEN)) * MIX_MULTIPLIER
+    return v ^ (v >> MIX_SHIFT)
+
+
+def _chunks(n: int) -> int:
+    """Chunks for n rows: at most NCHUNKS, and at least 64 rows each, so that the
+    per-chunk float64 partial sums (a row's worth each, twice) stay within a sixteenth of
+    x's size and the fused path's extra memory within its outputs."""
+    return max(1, min(NCHUNKS, n // 64))
+
+
+# --------------------------------------------------------------------------- batch norm
+# NCHW-like views (B > 1): one channel per thread.
+
+
+def _ch_fwd_py(x, xb, g, beta, eps, div, out, mean_out, m2_out, inv_out, fp_out):
     a_len, c_len, b_len = x.shape
-    s1 = np.zeros((nchunks, c_len))
-    s2 = np.zeros((nchunks, c_len))
-    step = (a_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for a in range(t * step, min(a_len, (t + 1) * step)):
-            for c in range(c_len):
-                k = shift[c]
-                acc1 = 0.0
-                acc2 = 0.0
-                for b in range(b_len):
-                    d = np.float64(x[a, c, b]) - k
-                    acc1 += d
-                    acc2 += d * d
-                s1[t, c] += acc1
-                s2[t, c] += acc2
-    return s1.sum(axis=0), s2.sum(axis=0)
+    n = a_len * b_len
+    for c in prange(c_len):
+        shift = np.float64(x[0, c, 0])
+        acc1 = 0.0
+        acc2 = 0.0
+        h = np.uint64(0)
+        for a in range(a_len):
+            base = (a * c_len + c) * b_len
+            for b in range(b_len):
+                d = np.float64(x[a, c, b]) - shift
+                acc1 += d
+                acc2 += d * d
+                h += _mix(xb[a, c, b], base + b)
+        mean_shifted = acc1 / n
+        mu = shift + mean_shifted
+        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
+        r = 1.0 / np.sqrt(m2 / div + eps)
+        mean_out[c] = mu
+        m2_out[c] = m2
+        inv_out[c] = r
+        fp_out[c] = h
+        s = g[c] * r
+        t = beta[c]
+        for a in range(a_len):
+            for b in range(b_len):
+                out[a, c, b] = (np.float64(x[a, c, b]) - mu) * s + t
 
 
-def _affine_py(x, mean, scale, beta, out, nchunks):
+def _ch_bwd_py(dy, x, xb, mean, g, inv, factor, training, dx, sdy_out, sdyx_out, fp_out):
     a_len, c_len, b_len = x.shape
-    step = (a_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for a in range(t * step, min(a_len, (t + 1) * step)):
-            for c in range(c_len):
-                m = mean[c]
-                s = scale[c]
-                h = beta[c]
-                for b in range(b_len):
-                    out[a, c, b] = (x[a, c, b] - m) * s + h
+    n = a_len * b_len
+    for c in prange(c_len):
+        mu = mean[c]
+        acc1 = 0.0
+        acc2 = 0.0
+        h = np.uint64(0)
+        for a in range(a_len):
+            base = (a * c_len + c) * b_len
+            for b in range(b_len):
+                d = np.float64(dy[a, c, b])
+                acc1 += d
+                acc2 += d * (np.float64(x[a, c, b]) - mu)
+                h += _mix(xb[a, c, b], base + b)
+        sdy_out[c] = acc1
+        sdyx_out[c] = acc2
+        fp_out[c] = h
+        r = inv[c]
+        p = g[c] * r
+        q = -p * r * r * factor * acc2 / n if training else 0.0
+        o = -p * acc1 / n if training else 0.0
+        for a in range(a_len):
+            for b in range(b_len):
+                dx[a, c, b] = p * dy[a, c, b] + q * (np.float64(x[a, c, b]) - mu) + o
 
 
-def _grad_sums_py(dy, x, mean, nchunks):
-    a_len, c_len, b_len = x.shape
-    s_dy = np.zeros((nchunks, c_len))
-    s_dyx = np.zeros((nchunks, c_len))
-    step = (a_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for a in range(t * step, min(a_len, (t + 1) * step)):
-            for c in range(c_len):
-                m = mean[c]
-                acc1 = 0.0
-                acc2 = 0.0
-                for b in range(b_len):
-                    g = np.float64(dy[a, c, b])
-                    acc1 += g
-                    acc2 += g * (np.float64(x[a, c, b]) - m)
-                s_dy[t, c] += acc1
-                s_dyx[t, c] += acc2
-    return s_dy.sum(axis=0), s_dyx.sum(axis=0)
+# (A, C) views (N, C) and channels-last: two streaming passes, the inner loop over the
+# contiguous channels, A split into NCHUNKS chunks each with its own per-channel
+# accumulators. A sweep over blocks of columns (a block one cache line wide, all A rows,
+# kept in cache between its statistics and its normalization) would move 5 transfers
+# instead of 8 where A * 64 bytes fits in cache, but written as a Numba loop it ran 4x
+# slower than these passes at (4096, 1024) float32 (24 ms against 5.5 ms forward, one
+# thread): the strided rows defeat the prefetcher and the loop did not vectorize.
 
 
-def _grad_input_py(dy, x, mean, kp, kq, kr, out, nchunks):
-    a_len, c_len, b_len = x.shape
-    step = (a_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for a in range(t * step, min(a_len, (t + 1) * step)):
-            for c in range(c_len):
-                m = mean[c]
-                p = kp[c]
-                q = kq[c]
-                r = kr[c]
-                for b in range(b_len):
-                    out[a, c, b] = p * dy[a, c, b] + q * (x[a, c, b] - m) + r
-
-
-# Channels-last views have B == 1: their inner loop must run over the channels, which are
-# contiguous, so that it vectorizes; these are the same passes written for (A, C).
-
-
-def _stats2_py(x, shift, nchunks):
+def _stats2_py(x, shift, nchunks, s1, s2):
     a_len, c_len = x.shape
-    s1 = np.zeros((nchunks, c_len))
-    s2 = np.zeros((nchunks, c_len))
     step = (a_len + nchunks - 1) // nchunks
     for t in prange(nchunks):
         acc1 = np.zeros(c_len)
@@ -121,48 +146,204 @@ def _stats2_py(x, shift, nchunks):
                 acc2[c] += d * d
         s1[t, :] = acc1
         s2[t, :] = acc2
-    return s1.sum(axis=0), s2.sum(axis=0)
 
 
-def _affine2_py(x, mean, scale, beta, out, nchunks):
+def _sums2_py(dy, x, xb, mean, nchunks, s1, s2, fp_out):
     a_len, c_len = x.shape
-    step = (a_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for a in range(t * step, min(a_len, (t + 1) * step)):
-            for c in range(c_len):
-                out[a, c] = (x[a, c] - mean[c]) * scale[c] + beta[c]
-
-
-def _grad_sums2_py(dy, x, mean, nchunks):
-    a_len, c_len = x.shape
-    s_dy = np.zeros((nchunks, c_len))
-    s_dyx = np.zeros((nchunks, c_len))
     step = (a_len + nchunks - 1) // nchunks
     for t in prange(nchunks):
         acc1 = np.zeros(c_len)
         acc2 = np.zeros(c_len)
+        h = np.uint64(0)
         for a in range(t * step, min(a_len, (t + 1) * step)):
             for c in range(c_len):
-                g = np.float64(dy[a, c])
-                acc1[c] += g
-                acc2[c] += g * (np.float64(x[a, c]) - mean[c])
-        s_dy[t, :] = acc1
-        s_dyx[t, :] = acc2
-    return s_dy.sum(axis=0), s_dyx.sum(axis=0)
+                d = np.float64(dy[a, c])
+                acc1[c] += d
+                acc2[c] += d * (np.float64(x[a, c]) - mean[c])
+                h += _mix(xb[a, c], a * c_len + c)
+        s1[t, :] = acc1
+        s2[t, :] = acc2
+        fp_out[t] = h
 
 
-def _grad_input2_py(dy, x, mean, kp, kq, kr, out, nchunks):
+def _dx2_py(dy, x, mean, kp, kq, ko, nchunks, out):
     a_len, c_len = x.shape
     step = (a_len + nchunks - 1) // nchunks
     for t in prange(nchunks):
         for a in range(t * step, min(a_len, (t + 1) * step)):
             for c in range(c_len):
-                out[a, c] = kp[c] * dy[a, c] + kq[c] * (x[a, c] - mean[c]) + kr[c]
+                out[a, c] = kp[c] * dy[a, c] + kq[c] * (np.float64(x[a, c]) - mean[c]) + ko[c]
+
+
+# y = (x - mean) * scale + beta with known statistics: eval mode, and the second pass of
+# the two-pass forward. It takes x's fingerprint too (eval's backward reads x for dgamma).
+
+
+def _affine2_py(x, xb, mean, scale, beta, nchunks, out, fp_out):
+    a_len, c_len = x.shape
+    step = (a_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        h = np.uint64(0)
+        for a in range(t * step, min(a_len, (t + 1) * step)):
+            for c in range(c_len):
+                out[a, c] = (np.float64(x[a, c]) - mean[c]) * scale[c] + beta[c]
+                h += _mix(xb[a, c], a * c_len + c)
+        fp_out[t] = h
+
+
+def _affine3_py(x, xb, mean, scale, beta, nchunks, out, fp_out):
+    a_len, c_len, b_len = x.shape
+    step = (a_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        h = np.uint64(0)
+        for a in range(t * step, min(a_len, (t + 1) * step)):
+            for c in range(c_len):
+                m = mean[c]
+                s = scale[c]
+                o = beta[c]
+                base = (a * c_len + c) * b_len
+                for b in range(b_len):
+                    out[a, c, b] = (np.float64(x[a, c, b]) - m) * s + o
+                    h += _mix(xb[a, c, b], base + b)
+        fp_out[t] = h
+
+
+# --------------------------------------------------------------------------- per-sample norms
+# Layer, group and instance norm take their statistics per row of a view (R, K, S) -- R
+# rows (samples x groups), each normalized over its K * S values -- while gamma and beta
+# vary along K and repeat every G rows: the parameter of element (r, k, s) is
+# gamma2[r % G, k]. Layer norm is (N, D, 1) with G = 1; group norm (N*G, C/G, spatial);
+# instance norm (N*C, 1, spatial) with G = C. RMS norm is layer norm's view, not centred.
+# A row is a reduction group: one thread sweeps it.
+
+
+def _row_fwd3_py(x, xb, gamma2, beta2, eps, div, centered, out, mean_out, m2_out, inv_out, fp_out):
+    r_len, k_len, s_len = x.shape
+    groups = gamma2.shape[0]
+    n = k_len * s_len
+    for r in prange(r_len):
+        shift = np.float64(x[r, 0, 0]) if centered else 0.0
+        acc1 = 0.0
+        acc2 = 0.0
+        h = np.uint64(0)
+        for k in range(k_len):
+            base = (r * k_len + k) * s_len
+            for s in range(s_len):
+                d = np.float64(x[r, k, s]) - shift
+                acc1 += d
+                acc2 += d * d
+                h += _mix(xb[r, k, s], base + s)
+        mean_shifted = acc1 / n if centered else 0.0
+        mu = shift + mean_shifted
+        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
+        rs = 1.0 / np.sqrt(m2 / div + eps)
+        mean_out[r] = mu
+        m2_out[r] = m2
+        inv_out[r] = rs
+        fp_out[r] = h
+        gi = r % groups
+        for k in range(k_len):
+            a = rs * gamma2[gi, k]
+            b = beta2[gi, k]
+            for s in range(s_len):
+                out[r, k, s] = (np.float64(x[r, k, s]) - mu) * a + b
+
+
+def _row_fwd2_py(x, xb, gamma2, beta2, eps, div, centered, out, mean_out, m2_out, inv_out, fp_out):
+    r_len, k_len = x.shape
+    groups = gamma2.shape[0]
+    for r in prange(r_len):
+        shift = np.float64(x[r, 0]) if centered else 0.0
+        acc1 = 0.0
+        acc2 = 0.0
+        h = np.uint64(0)
+        base = r * k_len
+        for k in range(k_len):
+            d = np.float64(x[r, k]) - shift
+            acc1 += d
+            acc2 += d * d
+            h += _mix(xb[r, k], base + k)
+        mean_shifted = acc1 / k_len if centered else 0.0
+        mu = shift + mean_shifted
+        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
+        rs = 1.0 / np.sqrt(m2 / div + eps)
+        mean_out[r] = mu
+        m2_out[r] = m2
+        inv_out[r] = rs
+        fp_out[r] = h
+        gi = r % groups
+        for k in range(k_len):
+            out[r, k] = (np.float64(x[r, k]) - mu) * (rs * gamma2[gi, k]) + beta2[gi, k]
+
+
+def _row_bwd3_py(dy, x, xb, mean, inv, gamma2, factor, centered, nchunks, dx, dg, db, fp_out):
+    r_len, k_len, s_len = x.shape
+    groups = gamma2.shape[0]
+    n = k_len * s_len
+    step = (r_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        h = np.uint64(0)
+        for r in range(t * step, min(r_len, (t + 1) * step)):
+            mu = mean[r]
+            rs = inv[r]
+            gi = r % groups
+            acc1 = 0.0  # sum of dxhat = dy * gamma
+            acc2 = 0.0  # sum of dxhat * (x - mean)
+            for k in range(k_len):
+                pg = 0.0  # sum over s of dy * (x - mean), for dgamma
+                pb = 0.0  # sum over s of dy, for dbeta
+                base = (r * k_len + k) * s_len
+                for s in range(s_len):
+                    d = np.float64(dy[r, k, s])
+                    pg += d * (np.float64(x[r, k, s]) - mu)
+                    pb += d
+                    h += _mix(xb[r, k, s], base + s)
+                g = gamma2[gi, k]
+                acc1 += g * pb
+                acc2 += g * pg
+                dg[t, gi, k] += pg * rs
+                db[t, gi, k] += pb
+            q = -factor * rs * rs * rs * acc2 / n
+            o = -rs * acc1 / n if centered else 0.0
+            for k in range(k_len):
+                pk = rs * gamma2[gi, k]
+                for s in range(s_len):
+                    dx[r, k, s] = pk * dy[r, k, s] + q * (np.float64(x[r, k, s]) - mu) + o
+        fp_out[t] = h
+
+
+def _row_bwd2_py(dy, x, xb, mean, inv, gamma2, factor, centered, nchunks, dx, dg, db, fp_out):
+    r_len, k_len = x.shape
+    groups = gamma2.shape[0]
+    step = (r_len + nchunks - 1) // nchunks
+    for t in prange(nchunks):
+        h = np.uint64(0)
+        for r in range(t * step, min(r_len, (t + 1) * step)):
+            mu = mean[r]
+            rs = inv[r]
+            gi = r % groups
+            acc1 = 0.0
+            acc2 = 0.0
+            base = r * k_len
+            for k in range(k_len):
+                d = np.float64(dy[r, k])
+                xm = np.float64(x[r, k]) - mu
+                g = gamma2[gi, k]
+                acc1 += g * d
+                acc2 += g * d * xm
+                dg[t, gi, k] += d * xm * rs
+                db[t, gi, k] += d
+                h += _mix(xb[r, k], base + k)
+            q = -factor * rs * rs * rs * acc2 / k_len
+            o = -rs * acc1 / k_len if centered else 0.0
+            for k in range(k_len):
+                dx[r, k] = (rs * gamma2[gi, k]) * dy[r, k] + q * (np.float64(x[r, k]) - mu) + o
+        fp_out[t] = h
 
 
 # Each kernel is compiled twice: a parallel version for large arrays and a serial one for
-# small ones, where starting the thread pool would cost more than the work (about 0.5 ms
-# a call on the 2-core machine, against microseconds for a 60 x 100 batch).
+# small ones, where starting the thread pool would cost more than the work. Both run the
+# same loops in the same order, so they give the same bits.
 PARALLEL_MIN_SIZE = 1 << 16
 
 
@@ -174,269 +355,162 @@ def _variants(fn):
     )
 
 
-_STATS = _variants(_stats_py) + _variants(_stats2_py)
-_AFFINE = _variants(_affine_py) + _variants(_affine2_py)
-_GRAD_SUMS = _variants(_grad_sums_py) + _variants(_grad_sums2_py)
-_GRAD_INPUT = _variants(_grad_input_py) + _variants(_grad_input2_py)
+_KERNELS = {
+    name: _variants(fn)
+    for name, fn in {
+        "ch_fwd": _ch_fwd_py, "ch_bwd": _ch_bwd_py, "stats2": _stats2_py, "sums2": _sums2_py,
+        "dx2": _dx2_py,
+        "affine2": _affine2_py, "affine3": _affine3_py, "row_fwd3": _row_fwd3_py,
+        "row_fwd2": _row_fwd2_py, "row_bwd3": _row_bwd3_py, "row_bwd2": _row_bwd2_py,
+    }.items()
+}  # fmt: skip
 
 
-def _pick(variants, x3):
-    """(kernel, number of chunks, how to view arrays) for an array of this shape and size."""
-    two_d = x3.shape[2] == 1
-    serial = x3.size < PARALLEL_MIN_SIZE
-    kernel = variants[2 * two_d + serial]
-    nchunks = 1 if serial else _chunks(x3.shape[0])
+def _kernel(name: str, size: int):
+    parallel, serial = _KERNELS[name]
+    return serial if size < PARALLEL_MIN_SIZE else parallel
 
-    def view(a):
-        return a.reshape(a.shape[0], a.shape[1]) if two_d else a
 
-    return kernel, nchunks, view
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The same memory as unsigned integers of a's width (for the fingerprint)."""
+    return a.view(np.uint32 if a.itemsize == 4 else np.uint64)
+
+
+def _total(parts: np.ndarray) -> int:
+    """The fingerprint from its parts: their sum modulo 2^64 (any order gives the same)."""
+    return int(np.add.reduce(parts, dtype=np.uint64))
+
+
+def fingerprint(a: np.ndarray) -> int:
+    """The kernels' fingerprint of x, computed by NumPy in blocks (for the staged backward,
+    which reads x outside the kernels). Over x's C-order flat index e, with ``b_e`` the
+    element's bits as an unsigned integer::
+
+        v_e = (b_e xor e * 0x9E3779B97F4A7C15) * 0xBF58476D1CE4E5B9    (mod 2^64)
+        fingerprint = sum_e (v_e xor (v_e >> 31))                      (mod 2^64)
+
+    Each term is a bijection of ``b_e``, so one changed element always changes the sum;
+    changes of many (``x *= 2``, a permutation) cancel with probability about 2^-64. The
+    sum does not depend on its order: the parallel kernels take it in the passes that
+    read x anyway, with no extra memory traffic.
+    """
+    bits = _bits(np.ascontiguousarray(a)).reshape(-1)
+    block = 1 << 14
+    total = 0
+    positions = np.arange(block, dtype=np.uint64) * GOLDEN
+    for start in range(0, bits.size, block):
+        n = min(block, bits.size - start)
+        offset = np.uint64(start * int(GOLDEN) % 2**64)
+        v = bits[start : start + n].astype(np.uint64) ^ (positions[:n] + offset)
+        v *= MIX_MULTIPLIER
+        v ^= v >> MIX_SHIFT
+        total += int(np.add.reduce(v))
+    return total & 0xFFFFFFFFFFFFFFFF
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 def view3(x: np.ndarray, channel_axis: int) -> np.ndarray:
     """x as (A, C, B), C-contiguous (copied if x is not)."""
     shape = x.shape
-    a = int(np.prod(shape[:channel_axis], dtype=np.int64))
-    b = int(np.prod(shape[channel_axis + 1 :], dtype=np.int64))
+    a = math.prod(shape[:channel_axis])
+    b = math.prod(shape[channel_axis + 1 :])
     return np.ascontiguousarray(x).reshape(a, shape[channel_axis], b)
 
 
-def moments(x3: np.ndarray):
-    """Per-channel (count, mean, M2) of the (A, C, B) view, in float64."""
-    count = x3.shape[0] * x3.shape[2]
-    shift = x3[0, :, 0].astype(np.float64)
-    kernel, nchunks, view = _pick(_STATS, x3)
-    s1, s2 = kernel(view(x3), shift, nchunks)
-    mean_shifted = s1 / count
+def bn_forward(x3, g, beta, eps, div):
+    """Training forward of the (A, C, B) view: ``(y, mean, m2, inv_std, fingerprint)``."""
+    a_len, c_len, b_len = x3.shape
+    dt = x3.dtype
+    out = np.empty(x3.shape, dt)
+    mean, m2, inv = np.empty(c_len), np.empty(c_len), np.empty(c_len)
+    if b_len > 1:
+        fp = np.empty(c_len, np.uint64)
+        kernel = _kernel("ch_fwd", x3.size)
+        kernel(x3, _bits(x3), g, beta, eps, div, out, mean, m2, inv, fp)
+        return out, mean, m2, inv, _total(fp)
+    x2 = x3.reshape(a_len, c_len)
+    nchunks = _chunks(a_len)
+    shift = x2[0].astype(np.float64)
+    s1, s2 = np.empty((nchunks, c_len)), np.empty((nchunks, c_len))
+    _kernel("stats2", x3.size)(x2, shift, nchunks, s1, s2)
+    s1, s2 = s1.sum(axis=0), s2.sum(axis=0)
+    mean_shifted = s1 / a_len
+    mean = shift + mean_shifted
     m2 = np.maximum(s2 - s1 * mean_shifted, 0.0)
-    return count, shift + mean_shifted, m2
+    inv = 1.0 / np.sqrt(m2 / div + eps)
+    fp = bn_affine_into(x3, mean, g * inv, beta, out)
+    return out, mean, m2, inv, fp
 
 
-def affine(x3: np.ndarray, mean, scale, beta) -> np.ndarray:
-    """``y = (x - mean) * scale + beta`` per channel, in x's dtype (float32 or float64)."""
-    dt = x3.dtype
-    out = np.empty(x3.shape, dtype=dt)
-    kernel, nchunks, view = _pick(_AFFINE, x3)
-    kernel(view(x3), mean.astype(dt), scale.astype(dt), beta.astype(dt), view(out), nchunks)
-    return out
+def bn_affine_into(x3, mean, scale, beta, out) -> int:
+    """``out = (x - mean) * scale + beta`` per channel; returns x's fingerprint."""
+    a_len, c_len, b_len = x3.shape
+    nchunks = _chunks(a_len)
+    fp = np.empty(nchunks, np.uint64)
+    if b_len == 1:
+        x2, out2 = x3.reshape(a_len, c_len), out.reshape(a_len, c_len)
+        _kernel("affine2", x3.size)(x2, _bits(x2), mean, scale, beta, nchunks, out2, fp)
+    else:
+        _kernel("affine3", x3.size)(x3, _bits(x3), mean, scale, beta, nchunks, out, fp)
+    return _total(fp)
 
 
-def grad_sums(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray):
-    """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
-    kernel, nchunks, view = _pick(_GRAD_SUMS, x3)
-    return kernel(view(dy3), view(x3), mean.astype(np.float64), nchunks)
+def bn_backward(dy3, x3, mean, g, inv, factor, training):
+    """``(dx, sum(dy), sum(dy * (x - mean)), fingerprint)`` of the (A, C, B) view."""
+    a_len, c_len, b_len = x3.shape
+    dx = np.empty(x3.shape, x3.dtype)
+    sdy, sdyx = np.empty(c_len), np.empty(c_len)
+    if b_len > 1:
+        fp = np.empty(c_len, np.uint64)
+        kernel = _kernel("ch_bwd", x3.size)
+        kernel(dy3, x3, _bits(x3), mean, g, inv, factor, training, dx, sdy, sdyx, fp)
+        return dx, sdy, sdyx, _total(fp)
+    shape2 = (a_len, c_len)
+    x2, dy2, dx2 = x3.reshape(shape2), dy3.reshape(shape2), dx.reshape(shape2)
+    nchunks = _chunks(a_len)
+    s1, s2 = np.empty((nchunks, c_len)), np.empty((nchunks, c_len))
+    fp = np.empty(nchunks, np.uint64)
+    _kernel("sums2", x3.size)(dy2, x2, _bits(x2), mean, nchunks, s1, s2, fp)
+    sdy, sdyx = s1.sum(axis=0), s2.sum(axis=0)
+    p = g * inv
+    if training:
+        q, o = -p * inv * inv * factor * sdyx / a_len, -p * sdy / a_len
+    else:
+        q, o = np.zeros(c_len), np.zeros(c_len)
+    _kernel("dx2", x3.size)(dy2, x2, mean, p, q, o, nchunks, dx2)
+    return dx, sdy, sdyx, _total(fp)
 
 
-def grad_input(dy3, x3, mean, kp, kq, kr) -> np.ndarray:
-    """``dx = kp * dy + kq * (x - mean) + kr`` per channel, in x's dtype."""
-    dt = x3.dtype
-    out = np.empty(x3.shape, dtype=dt)
-    consts = [k.astype(dt) for k in (mean, kp, kq, kr)]
-    kernel, nchunks, view = _pick(_GRAD_INPUT, x3)
-    kernel(view(dy3), view(x3), *consts, view(out), nchunks)
-    return out
-
-
-# --------------------------------------------------------------------------- per-sample norms
-# Layer, group and instance norm take their statistics per row of a view (R, K, S) -- R
-# rows (samples x groups), each normalized over its K * S values -- while gamma and beta
-# vary along K and repeat every G rows: the parameter of element (r, k, s) is
-# gamma2[r % G, k]. Layer norm is (N, D, 1) with G = 1; group norm (N*G, C/G, spatial);
-# instance norm (N*C, 1, spatial) with G = C.
-
-
-def _row_stats_py(x, out_mean, out_m2, centered):
-    r_len, k_len, s_len = x.shape
-    for r in prange(r_len):
-        shift = np.float64(x[r, 0, 0]) if centered else 0.0
-        acc1 = 0.0
-        acc2 = 0.0
-        for k in range(k_len):
-            for s in range(s_len):
-                d = np.float64(x[r, k, s]) - shift
-                acc1 += d
-                acc2 += d * d
-        n = k_len * s_len
-        mean_shifted = acc1 / n if centered else 0.0
-        out_mean[r] = shift + mean_shifted
-        out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
-
-
-def _row_affine_py(x, mean, inv_std, gamma2, beta2, out):
-    r_len, k_len, s_len = x.shape
-    groups = gamma2.shape[0]
-    for r in prange(r_len):
-        m = mean[r]
-        rs = inv_std[r]
-        gi = r % groups
-        for k in range(k_len):
-            a = rs * gamma2[gi, k]
-            b = beta2[gi, k]
-            for s in range(s_len):
-                out[r, k, s] = (x[r, k, s] - m) * a + b
-
-
-def _row_grad_sums_py(dy, x, mean, inv_std, gamma2, s1, s2, dgamma_parts, dbeta_parts, nchunks):
-    r_len, k_len, s_len = x.shape
-    groups = gamma2.shape[0]
-    step = (r_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for r in range(t * step, min(r_len, (t + 1) * step)):
-            m = mean[r]
-            rs = inv_std[r]
-            gi = r % groups
-            acc1 = 0.0
-            acc2 = 0.0
-            for k in range(k_len):
-                g = np.float64(gamma2[gi, k])
-                pg = 0.0  # sum over s of dy * xhat, for dgamma
-                pb = 0.0  # sum over s of dy, for dbeta
-                for s in range(s_len):
-                    d = np.float64(dy[r, k, s])
-                    xm = np.float64(x[r, k, s]) - m
-                    pg += d * xm
-                    pb += d
-                acc1 += g * pb
-                acc2 += g * pg
-                dgamma_parts[t, gi, k] += pg * rs
-                dbeta_parts[t, gi, k] += pb
-            s1[r] = acc1
-            s2[r] = acc2
-
-
-def _row_grad_input_py(dy, x, mean, kp, kq, kr, gamma2, out):
-    r_len, k_len, s_len = x.shape
-    groups = gamma2.shape[0]
-    for r in prange(r_len):
-        m = mean[r]
-        p = kp[r]
-        q = kq[r]
-        o = kr[r]
-        gi = r % groups
-        for k in range(k_len):
-            pg = p * gamma2[gi, k]
-            for s in range(s_len):
-                out[r, k, s] = pg * dy[r, k, s] + q * (x[r, k, s] - m) + o
-
-
-# S == 1 (layer norm over a feature axis): the same passes with the inner loop over the
-# contiguous K axis, so that it vectorizes.
-
-
-def _row_stats2_py(x, out_mean, out_m2, centered):
-    r_len, k_len = x.shape
-    for r in prange(r_len):
-        shift = np.float64(x[r, 0]) if centered else 0.0
-        acc1 = 0.0
-        acc2 = 0.0
-        for k in range(k_len):
-            d = np.float64(x[r, k]) - shift
-            acc1 += d
-            acc2 += d * d
-        mean_shifted = acc1 / k_len if centered else 0.0
-        out_mean[r] = shift + mean_shifted
-        out_m2[r] = max(acc2 - acc1 * mean_shifted, 0.0)
-
-
-def _row_affine2_py(x, mean, inv_std, gamma2, beta2, out):
-    r_len, k_len = x.shape
-    groups = gamma2.shape[0]
-    for r in prange(r_len):
-        m = mean[r]
-        rs = inv_std[r]
-        gi = r % groups
-        for k in range(k_len):
-            out[r, k] = (x[r, k] - m) * (rs * gamma2[gi, k]) + beta2[gi, k]
-
-
-def _row_grad_sums2_py(dy, x, mean, inv_std, gamma2, s1, s2, dgamma_parts, dbeta_parts, nchunks):
-    r_len, k_len = x.shape
-    groups = gamma2.shape[0]
-    step = (r_len + nchunks - 1) // nchunks
-    for t in prange(nchunks):
-        for r in range(t * step, min(r_len, (t + 1) * step)):
-            m = mean[r]
-            rs = inv_std[r]
-            gi = r % groups
-            acc1 = 0.0
-            acc2 = 0.0
-            for k in range(k_len):
-                d = np.float64(dy[r, k])
-                xm = np.float64(x[r, k]) - m
-                g = gamma2[gi, k]
-                acc1 += g * d
-                acc2 += g * d * xm
-                dgamma_parts[t, gi, k] += d * xm * rs
-                dbeta_parts[t, gi, k] += d
-            s1[r] = acc1
-            s2[r] = acc2
-
-
-def _row_grad_input2_py(dy, x, mean, kp, kq, kr, gamma2, out):
-    r_len, k_len = x.shape
-    groups = gamma2.shape[0]
-    for r in prange(r_len):
-        m = mean[r]
-        p = kp[r]
-        q = kq[r]
-        o = kr[r]
-        gi = r % groups
-        for k in range(k_len):
-            out[r, k] = p * gamma2[gi, k] * dy[r, k] + q * (x[r, k] - m) + o
-
-
-_ROW_STATS = _variants(_row_stats_py) + _variants(_row_stats2_py)
-_ROW_AFFINE = _variants(_row_affine_py) + _variants(_row_affine2_py)
-_ROW_GRAD_SUMS = _variants(_row_grad_sums_py) + _variants(_row_grad_sums2_py)
-_ROW_GRAD_INPUT = _variants(_row_grad_input_py) + _variants(_row_grad_input2_py)
-
-
-def _row_pick(variants, x3):
-    """(kernel, view) for this shape: the 2-D variants when S == 1; serial when small."""
-    two_d = x3.shape[2] == 1
-    kernel = variants[2 * two_d + (x3.size < PARALLEL_MIN_SIZE)]
-
-    def view(a):
-        return a.reshape(a.shape[0], a.shape[1]) if two_d else a
-
-    return kernel, view
-
-
-def row_moments(x3, centered: bool = True):
-    """Per-row mean and M2 of the (R, K, S) view, float64. With ``centered=False`` (RMS
-    norm) the mean is 0 and M2 is the plain sum of squares."""
-    mean = np.empty(x3.shape[0])
-    m2 = np.empty(x3.shape[0])
-    kernel, view = _row_pick(_ROW_STATS, x3)
-    kernel(view(x3), mean, m2, centered)
-    return mean, m2
-
-
-def row_affine(x3, mean, inv_std, gamma2, beta2):
-    dt = x3.dtype
-    out = np.empty(x3.shape, dtype=dt)
-    kernel, view = _row_pick(_ROW_AFFINE, x3)
-    kernel(view(x3), mean, inv_std, gamma2.astype(dt), beta2.astype(dt), view(out))
-    return out
-
-
-def row_grad_sums(dy3, x3, mean, inv_std, gamma2):
-    """Per row: sum(dy * g) and sum(dy * g * (x - mean)); per (G, K): dgamma and dbeta."""
+def rows_forward(x3, gamma2, beta2, eps, div, centered):
+    """Per-row forward of the (R, K, S) view: ``(y, mean, m2, inv_std, fingerprint)``."""
     r_len = x3.shape[0]
-    serial = x3.size < PARALLEL_MIN_SIZE
-    nchunks = 1 if serial else _chunks(r_len)
-    s1, s2 = np.empty(r_len), np.empty(r_len)
+    out = np.empty(x3.shape, x3.dtype)
+    mean, m2, inv = np.empty(r_len), np.empty(r_len), np.empty(r_len)
+    fp = np.empty(r_len, np.uint64)
+    args = (gamma2, beta2, eps, div, centered)
+    if x3.shape[2] == 1:
+        x2 = x3.reshape(x3.shape[:2])
+        _kernel("row_fwd2", x3.size)(x2, _bits(x2), *args, out.reshape(x2.shape), mean, m2, inv, fp)
+    else:
+        _kernel("row_fwd3", x3.size)(x3, _bits(x3), *args, out, mean, m2, inv, fp)
+    return out, mean, m2, inv, _total(fp)
+
+
+def rows_backward(dy3, x3, mean, inv, gamma2, factor, centered):
+    """``(dx, dgamma2, dbeta2, fingerprint)`` of the (R, K, S) view; dgamma2 and dbeta2 have
+    gamma2's shape (G, K)."""
+    nchunks = _chunks(x3.shape[0])
+    dx = np.empty(x3.shape, x3.dtype)
     dg = np.zeros((nchunks, *gamma2.shape))
     db = np.zeros((nchunks, *gamma2.shape))
-    kernel, view = _row_pick(_ROW_GRAD_SUMS, x3)
-    kernel(view(dy3), view(x3), mean, inv_std, gamma2.astype(np.float64), s1, s2, dg, db, nchunks)
-    return s1, s2, dg.sum(axis=0), db.sum(axis=0)
-
-
-def row_grad_input(dy3, x3, mean, kp, kq, kr, gamma2):
-    dt = x3.dtype
-    out = np.empty(x3.shape, dtype=dt)
-    consts = [a.astype(dt) for a in (mean, kp, kq, kr, gamma2)]
-    kernel, view = _row_pick(_ROW_GRAD_INPUT, x3)
-    kernel(view(dy3), view(x3), *consts, view(out))
-    return out
+    fp = np.empty(nchunks, np.uint64)
+    args = (mean, inv, gamma2, factor, centered, nchunks)
+    if x3.shape[2] == 1:
+        shape2 = x3.shape[:2]
+        x2, dy2 = x3.reshape(shape2), dy3.reshape(shape2)
+        _kernel("row_bwd2", x3.size)(dy2, x2, _bits(x2), *args, dx.reshape(shape2), dg, db, fp)
+    else:
+        _kernel("row_bwd3", x3.size)(dy3, x3, _bits(x3), *args, dx, dg, db, fp)
+    return dx, dg.sum(axis=0), db.sum(axis=0), _total(fp)

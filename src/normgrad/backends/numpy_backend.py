@@ -28,6 +28,7 @@ in :mod:`normgrad.core.staged` reads the same cache.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +39,9 @@ from normgrad.core.cache import (
     NormCache,
     check_dy,
     compute_dtype,
+    fingerprint,
     param_grads,
     read_only,
-    sum_r,
 )
 from normgrad.core.layout import NormLayout
 
@@ -209,6 +210,10 @@ def normalize_forward(
         param_dtype=param_dtype,
         comm=comm if stats is None else None,
         global_count=mom.count if comm is not None and mom is not None else None,
+        # This backend's backward reads only xhat, its own copy; it still checks x, so that
+        # a changed x raises here as it must on the fused backend (which reads x itself).
+        source=x,
+        source_fingerprint=fingerprint(x),
     )
     return y, cache, mom
 
@@ -221,24 +226,78 @@ def normalize_backward(dy: np.ndarray, cache: NormCache):
     """
     compute = cache.compute_dtype
     dyw = check_dy(dy, cache).astype(compute, copy=False)
+    cache.check_source()
     inv_std = cache.inv_std.astype(compute)
     layout = cache.layout
     if cache.training and layout.channel_axis is not None:
         return _batch_norm_backward(dyw, cache, inv_std)
+    if cache.training:
+        return _per_group_backward(dyw, cache, inv_std)
     dgamma, dbeta = param_grads(dyw, cache)
     dxhat = dyw * cache.gamma if cache.gamma is not None else dyw
-    if cache.training:
-        m = cache.count
-        c = m / (m - 1) if cache.bessel else 1.0
-        xhat = cache.xhat
-        dx = dxhat * m
-        if layout.centered:  # the mean's path; RMS norm has none
-            dx -= sum_r(dxhat, cache)
-        dx -= xhat * (c * sum_r(dxhat * xhat, cache))
-        dx *= inv_std / m
-    else:
-        dx = dxhat * inv_std
+    dx = dxhat * inv_std
     return dx.astype(cache.x_dtype, copy=False).reshape(cache.layout.x_shape), dgamma, dbeta
+
+
+def _per_group_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray):
+    """The closed form for layer, group, instance and RMS norm with two reductions over x's
+    size, as batch norm has (docs/design.md §4)::
+
+        dx = r * (gamma * dy - sum_R(gamma * dy) / M - c * xhat * sum_R(gamma * dy * xhat) / M)
+
+    The parameters are constant along the reduced axes they do not vary along ("inner":
+    the spatial axes of group and instance norm), so the two sums over those axes, of ``dy``
+    and ``t = dy * xhat``, are the only passes over the whole array; the gradients of gamma
+    and beta and the per-group sums are then small reductions of these two partial sums.
+    Layer and RMS norm have no inner axes: their parameters vary along every reduced axis,
+    so the per-group sums weigh each element by gamma and dgamma/dbeta are sums over rows.
+    """
+    layout, compute = cache.layout, cache.compute_dtype
+    reduce_axes, bcast = layout.reduce_axes, layout.param_bcast
+    inner = tuple(a for a in reduce_axes if bcast[a] == 1)
+    outer = tuple(a for a in reduce_axes if bcast[a] > 1)
+    param_axes = tuple(a for a in layout.param_sum_axes if a not in inner)
+    m = cache.count
+    c = m / (m - 1) if cache.bessel else 1.0
+    gamma = cache.gamma
+    xhat = cache.xhat
+    t = dyw * xhat  # the one temporary the size of x besides dx
+
+    def partial(a):  # the sum over the inner axes, float64
+        return np.sum(a, axis=inner, keepdims=True, dtype=ACC) if inner else a
+
+    def group_sum(p):  # sum_R(gamma * a) from a's partial sum p
+        w = p if gamma is None else p * gamma
+        return np.sum(w, axis=outer, keepdims=True, dtype=ACC) if outer else w.astype(ACC)
+
+    def param(p):
+        s = np.sum(p, axis=param_axes, keepdims=True, dtype=ACC) if param_axes else p
+        return s.reshape(layout.param_shape).astype(cache.param_dtype)
+
+    need_dy_sum = layout.centered or cache.has_beta
+    p_dy = partial(dyw) if need_dy_sum else None
+    p_t = partial(t)
+    dgamma = None if gamma is None else param(p_t)
+    dbeta = param(p_dy) if cache.has_beta else None
+    s_t = group_sum(p_t)
+    # dx = (r gamma) dy + q xhat + offset, with q and offset per group
+    q = (-c / m * inv_std * s_t).astype(compute)
+    dx = np.multiply(xhat, q)  # the output's buffer
+    if layout.centered:
+        dx += (-inv_std / m * group_sum(p_dy)).astype(compute)
+    scale_shape = (
+        inv_std.shape if gamma is None else np.broadcast_shapes(gamma.shape, inv_std.shape)
+    )
+    if math.prod(scale_shape) * 2 <= dyw.size:  # r * gamma is small: one product
+        dx += np.multiply(dyw, inv_std if gamma is None else gamma * inv_std, out=t)
+    else:  # layer norm: gamma varies along the row, r across rows
+        if gamma is None:
+            np.multiply(dyw, inv_std, out=t)
+        else:
+            np.multiply(dyw, gamma, out=t)
+            t *= inv_std
+        dx += t
+    return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
 
 
 def _batch_norm_backward(dyw: np.ndarray, cache: NormCache, inv_std: np.ndarray):

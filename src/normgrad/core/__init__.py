@@ -1,6 +1,6 @@
 """The functional core: the table of ops, layouts, caches, the staged backward, the API."""
 
-from normgrad.core.cache import NormCache
+from normgrad.core.cache import InputModifiedError, NormCache
 from normgrad.core.double_backward import (
     batch_norm_double_backward,
     double_backward,
@@ -33,6 +33,7 @@ from normgrad.core.table import OPS, OpSpec, get_op
 
 __all__ = [
     "OPS",
+    "InputModifiedError",
     "NormCache",
     "NormLayout",
     "OpSpec",

@@ -5,6 +5,12 @@ backward always runs on the forward's implementation. Each backend has its own c
 holding what it needs and nothing else: the NumPy backend keeps ``xhat``; the fused Numba
 backend keeps x as its kernels saw it and recomputes ``xhat`` when asked. Caches are
 immutable in fact: frozen dataclasses whose arrays are read-only.
+
+A cache that refers to the caller's x (rather than to a copy of its own) also keeps a
+*fingerprint* of x's bits taken in the forward pass; the backward takes it again and raises
+:class:`InputModifiedError` if x was written in between, on every backend alike, as
+PyTorch does. Without it the fused backward would silently compute the gradient of the new
+x with the old statistics.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ class NormCache:
         param_dtype: dtype of gamma (or beta), and of dgamma/dbeta.
         comm: the communicator the statistics were synchronized over, or None.
         global_count: M over all ranks when synchronized (see ``count``).
+        source: the caller's x (a read-only view) when the backward must check that it
+            was not written since the forward; None when the cache owns all it reads.
+        source_fingerprint: :func:`fingerprint` of ``source`` at forward time.
     """
 
     layout: NormLayout
@@ -73,9 +82,11 @@ class NormCache:
     param_dtype: np.dtype
     comm: object = None
     global_count: int | None = None
+    source: np.ndarray | None = None
+    source_fingerprint: int | bytes | None = None
 
     def __post_init__(self) -> None:
-        for name in ("mean", "var", "inv_std", "gamma"):
+        for name in ("mean", "var", "inv_std", "gamma", "source"):
             object.__setattr__(self, name, read_only(getattr(self, name)))
 
     @property
@@ -95,6 +106,91 @@ class NormCache:
     def xhat(self) -> np.ndarray:
         """``(x - mean) * inv_std`` in the view's shape and the compute dtype (read-only)."""
         raise NotImplementedError
+
+    def fingerprint_now(self) -> int | bytes:
+        """The fingerprint of ``source`` as it is now, as the forward took it."""
+        return fingerprint(self.source)
+
+    def check_source(self, now: int | bytes | None = None) -> None:
+        """Raise :class:`InputModifiedError` if the caller's x changed since the forward.
+
+        ``now`` is x's fingerprint if the caller already took it (a fused kernel does, in
+        the pass that reads x anyway); otherwise it is taken here.
+        """
+        if self.source is None:
+            return
+        if now is None:
+            now = self.fingerprint_now()
+        if now != self.source_fingerprint:
+            raise InputModifiedError(
+                f"x (shape {self.layout.x_shape}) was modified after {self.op}_forward and "
+                f"before its backward: the cache refers to x, not to a copy, so the gradient "
+                f"would be that of different values. Run the forward again on the new x, or "
+                f"pass x.copy() to the forward if x must change in between."
+            )
+
+
+class InputModifiedError(ValueError):
+    """x was written between a forward pass and the backward that uses its cache."""
+
+
+_FINGERPRINT_BLOCK = 1 << 14
+#: The constants of the fingerprint's mixing (those of SplitMix64).
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
+MIX_SHIFT = np.uint64(31)
+_POSITIONS = np.arange(_FINGERPRINT_BLOCK, dtype=np.uint64) * GOLDEN
+
+
+#: Arrays up to this many bytes are "fingerprinted" by a copy of their bytes: comparing
+#: them takes about a microsecond, where the mixing below costs several.
+EXACT_BYTES = 1 << 16
+
+
+def fingerprint(a: np.ndarray) -> int | bytes:
+    """A fingerprint of ``a``'s values, in which every bit and its place count: its bytes
+    in C order for arrays of up to :data:`EXACT_BYTES`, else a 64-bit integer.
+
+    a's bytes in C order are read as 64-bit words ``w`` (the last padded with zeros), in
+    blocks p of 2^14 words, j the place in the block::
+
+        v = (w xor j * 0x9E3779B97F4A7C15) * 0xBF58476D1CE4E5B9     (mod 2^64)
+        fingerprint = sum_p (2p + 1) * sum_j (v xor (v >> 31))        (mod 2^64)
+
+    Each term is a bijection of its word, so any one changed word changes its block's sum
+    (and an odd weight keeps it changed); the mixing makes changes of many words (``x *=
+    2``, a permutation) cancel with probability about 2^-64. One read of ``a`` in blocks
+    (about 4 ms per 16 MB on one core), no temporary larger than a block.
+    """
+    if a.nbytes <= EXACT_BYTES:
+        return a.tobytes()
+    raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    whole = raw.size // 8
+    words = raw[: 8 * whole].view(np.uint64)
+    if raw.size > 8 * whole:  # the last bytes, padded with zeros to one more word
+        last = np.zeros(8, np.uint8)
+        last[: raw.size - 8 * whole] = raw[8 * whole :]
+        tail = last.view(np.uint64)
+    else:
+        tail = words[:0]
+    total = 0
+    t = np.empty(_FINGERPRINT_BLOCK, np.uint64)
+    u = np.empty(_FINGERPRINT_BLOCK, np.uint64)
+    blocks = [words[i : i + _FINGERPRINT_BLOCK] for i in range(0, whole, _FINGERPRINT_BLOCK)]
+    if tail.size:
+        if blocks and blocks[-1].size < _FINGERPRINT_BLOCK:
+            blocks[-1] = np.concatenate([blocks[-1], tail])  # at most one block copied
+        else:
+            blocks.append(tail)
+    for p, block in enumerate(blocks):
+        n = block.size
+        tt, uu = t[:n], u[:n]
+        np.bitwise_xor(block, _POSITIONS[:n], out=tt)
+        np.multiply(tt, MIX_MULTIPLIER, out=tt)
+        np.right_shift(tt, MIX_SHIFT, out=uu)
+        np.bitwise_xor(tt, uu, out=tt)
+        total += (2 * p + 1) * int(np.add.reduce(tt))
+    return total & 0xFFFFFFFFFFFFFFFF
 
 
 def check_cache(cache: object, op: str | None) -> NormCache:

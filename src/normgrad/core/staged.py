@@ -77,6 +77,7 @@ def staged_backward(dy, cache: NormCache, *, return_steps: bool = False, op: str
     layout = cache.layout
     compute = cache.compute_dtype
     dout = check_dy(dy, cache).astype(compute, copy=False)
+    cache.check_source()  # x written since the forward: an error, as in the closed form
     m = cache.count
     gamma, xhat = cache.gamma, cache.xhat
     var = cache.var.astype(compute)
