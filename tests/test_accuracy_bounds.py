@@ -20,17 +20,8 @@ LAYOUTS = [
 ]
 
 
-#: At mean 0 the NumPy backend rounds x - mu and then (x - mu) * r in float32: up to 1.5
-#: ulp of |y|, 7e-7 where |y| ~ 4.5. The bound of 3e-7 needs y rounded once from float64
-#: (a float64 temporary the size of x, or a fused kernel): item 1's remaining work.
-_NUMPY_AT_MEAN_0 = pytest.mark.xfail(
-    strict=False, reason="NumPy rounds twice in float32 at mean 0 (up to 1.5 ulp of |y|)"
-)
-
-
-def _backends(mean=None):
-    marks = [_NUMPY_AT_MEAN_0] if mean == 0 else []
-    yield pytest.param("numpy", id="numpy", marks=marks)
+def _backends():
+    yield pytest.param("numpy", id="numpy")
     marks = []
     if not numba_available():
         marks.append(pytest.mark.skip(reason="Numba not installed"))
@@ -61,7 +52,7 @@ def test_float32_at_mean_1e4_within_1e6_std_units(case, backend):
     _check_float32(*case, mean=1e4, bound=1e-6, backend=backend)
 
 
-@pytest.mark.parametrize("backend", list(_backends(mean=0)))
+@pytest.mark.parametrize("backend", list(_backends()))
 @pytest.mark.parametrize("case", LAYOUTS, ids=_ids)
 def test_float32_at_mean_0_within_3e7_std_units(case, backend):
     _check_float32(*case, mean=0.0, bound=3e-7, backend=backend)

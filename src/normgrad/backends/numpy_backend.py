@@ -140,6 +140,45 @@ def _affine(xhat, gamma_b, beta_b, out):
     return out
 
 
+#: Rows of the view taken at a time by :func:`_rounded_once`: its float64 temporaries stay
+#: about this many bytes (in cache), whatever the size of x.
+_ROUNDED_CHUNK_BYTES = 1 << 20
+
+
+def _centred_or_buffer(xw, mean, compute):
+    """``x - mean`` in float64; below it, a buffer that :func:`_rounded_once` fills."""
+    return center(xw, mean, compute) if compute == np.float64 else np.empty(xw.shape, compute)
+
+
+def _rounded_once(xw, mean, inv_std, gamma, beta, layout: NormLayout, xhat, out):
+    """``xhat = (x - mean) * inv_std`` into ``xhat`` and ``y = gamma * xhat + beta`` into
+    ``out`` (both of the compute dtype, xw's shape), each computed in float64 and rounded
+    once. Works along the view's first axis in slices, so the float64 temporaries stay small.
+    """
+    gamma64 = None if gamma is None else np.asarray(gamma, ACC).reshape(layout.param_bcast)
+    beta64 = None if beta is None else np.asarray(beta, ACC).reshape(layout.param_bcast)
+    if xhat.dtype != out.dtype:  # x - mu was centred in float64 (float32 overflowed)
+        xhat = np.empty(out.shape, out.dtype)
+    n = xw.shape[0]
+    per_row = max(1, xw[:1].size * 8)
+    step = max(1, _ROUNDED_CHUNK_BYTES // per_row)
+
+    def rows(a, s):  # a's slice for the rows s of the view, or all of a if it broadcasts
+        return a if a is None or a.shape[0] == 1 else a[s]
+
+    for start in range(0, n, step):
+        s = slice(start, min(n, start + step))
+        xhat64 = np.subtract(xw[s], rows(mean, s), dtype=ACC)
+        xhat64 *= rows(inv_std, s)
+        xhat[s] = xhat64
+        if gamma64 is not None:
+            xhat64 *= rows(gamma64, s)
+        if beta64 is not None:
+            xhat64 += rows(beta64, s)
+        out[s] = xhat64
+    return xhat, out
+
+
 def normalize_forward(
     x: np.ndarray,
     gamma: np.ndarray | None,
@@ -174,7 +213,7 @@ def normalize_forward(
         mom = synchronized_moments(xw, layout, comm)
         var = mom.m2 / (mom.count - 1 if bessel else mom.count)
         mean = mom.mean
-        xhat = center(xw, mean, compute)
+        xhat = _centred_or_buffer(xw, mean, compute)
     elif stats is None:
         mom = moments(xw, layout, scratch=out)
         mean = mom.mean
@@ -184,14 +223,19 @@ def normalize_forward(
         mom = None
         mean = np.asarray(stats[0], dtype=ACC).reshape(layout.stats_shape)
         var = np.asarray(stats[1], dtype=ACC).reshape(layout.stats_shape)
-        xhat = center(xw, mean, compute)
+        xhat = _centred_or_buffer(xw, mean, compute)
     inv_std = 1.0 / np.sqrt(var + eps)
-    xhat *= inv_std.astype(xhat.dtype)
-    xhat = xhat.astype(compute, copy=False)  # centred in float64 only if float32 overflowed
-
     gamma_b = None if gamma is None else gamma.astype(compute).reshape(layout.param_bcast)
     beta_b = None if beta is None else beta.astype(compute).reshape(layout.param_bcast)
-    y = _affine(xhat, gamma_b, beta_b, out).astype(x.dtype, copy=False).reshape(layout.x_shape)
+    if compute == np.float64:
+        xhat *= inv_std
+        y = _affine(xhat, gamma_b, beta_b, out)
+    else:
+        # Below float64, xhat and y are each rounded once from float64 arithmetic on x and
+        # the float64 mean (docs/design.md §10), as the fused kernels do: rounding x - mu
+        # and then (x - mu) * r in float32 would cost up to 1.5 ulp of y.
+        xhat, y = _rounded_once(xw, mean, inv_std, gamma, beta, layout, xhat, out)
+    y = y.astype(x.dtype, copy=False).reshape(layout.x_shape)
 
     param_dtype = next((p.dtype for p in (gamma, beta) if p is not None), x.dtype)
     cache = NumpyCache(

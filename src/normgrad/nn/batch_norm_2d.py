@@ -14,7 +14,8 @@ kernel (:mod:`normgrad.nn.batch_norm_2d_kernels`), equal to the NumPy path to fl
 rounding; ``NORMGRAD_BACKEND=numpy`` keeps the NumPy path, as it does for the ops.
 
 Precision is the op's: statistics and reductions accumulate in float64; a float32 x is
-centred by subtracting the float64 mean in two float32 parts (docs/design.md §10).
+centred for its squares by subtracting the float64 mean in two float32 parts, and xhat and y
+are computed in float64 and rounded once (docs/design.md §10).
 """
 
 from __future__ import annotations
@@ -77,13 +78,22 @@ def forward(x, gamma, beta, eps: float, running=None, weight: float = 0.0, fused
     m2 = np.sum(np.square(xhat, out=out), axis=0, keepdims=True, dtype=ACC)
     var = m2 / n
     inv_std = 1.0 / np.sqrt(var + eps)
-    xhat *= inv_std.astype(dtype)
+    if dtype == np.float64:
+        xhat *= inv_std
+        source, y = xhat, out
+    else:  # xhat and y each rounded once from float64, as the op's NumPy backend does
+        source = np.subtract(x, mean, dtype=ACC)
+        source *= inv_std
+        xhat[...] = source
+        y = source  # y in float64, in place of the float64 xhat, then rounded into out
     if gamma is not None:
-        np.multiply(xhat, gamma.reshape(1, -1), out=out)
-    else:
-        np.copyto(out, xhat)
+        np.multiply(source, gamma.reshape(1, -1), out=y)
+    elif y is not source:
+        np.copyto(y, source)
     if beta is not None:
-        out += beta.reshape(1, -1)
+        y += beta.reshape(1, -1)
+    if y is not out:
+        out[...] = y
     if running is not None:
         running_mean, running_var = running
         batch_mean = mean.reshape(-1)
