@@ -160,6 +160,12 @@ def test_reproduce_ioffe2015_writes_every_output(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "**Dataset: digits**" in report and "final test accuracy" in report
     assert "What reproduces and what does not" in report and "drift / width" in report
+    # digits' test split is smaller than the 1,200 images asked for: the report counts the
+    # images the percentiles really used
+    from normgrad.data import load_dataset
+
+    n_test = len(load_dataset("digits").test)
+    assert n_test < 1200 and f"over {n_test} fixed test images" in report
     lines = (out / "series.csv").read_text().splitlines()
     assert lines[0].startswith("step,test_acc (without BN),test_acc (with BN),")
     assert len(lines) == 1 + 41  # step 0 and every step (eval_every = max(1, 40 // 100))

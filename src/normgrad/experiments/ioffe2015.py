@@ -46,7 +46,8 @@ from normgrad.tools.table import Column
 from normgrad.train import RUN_FILES, TrainConfig, Trainer
 
 PERCENTILES = (15, 50, 85)
-N_PROBE = 1200  # fixed test images the percentiles are taken over (20 batches of 60)
+N_PROBE = 1200  # fixed test images the percentiles are taken over (20 batches of 60), or
+# every test image of a smaller test split (scikit-learn's digits has 297)
 UNITS_SHOWN = (0, 1, 2, 3)  # the "handful" of last-layer units plotted one by one
 PAPER = {  # the paper's setting, plus the two numbers it leaves open (chosen by a sweep)
     "hidden": [100, 100, 100],
@@ -210,6 +211,7 @@ def _train_one(job: dict) -> dict:
         "rows": [r for r in result.metrics if "test_acc" in r],
         "steps": np.array(probe.steps),
         "arrays": probe.arrays(),
+        "n_probe": len(probe.x),
     }
 
 
@@ -297,6 +299,7 @@ def _write_outputs(out: Path, done, dataset, source, steps, eval_stats, wall, jo
     cpu = {d["label"]: d["cpu_seconds"] for d in done}
     labels = [label for label, _, _ in NETWORKS]
     probe_steps = done[0]["steps"]
+    n_probe = done[0]["n_probe"]
     arrays = {view: a for d in done for view, a in d["arrays"].items()}
     # The headline accuracy: the BN network as eval_stats says (the plain one has no choice).
     key = {"without BN": "test_acc",
@@ -331,7 +334,7 @@ def _write_outputs(out: Path, done, dataset, source, steps, eval_stats, wall, jo
         g = np.median(arrays["bn_abs_gamma"], axis=1)
         late = np.flatnonzero(probe_steps >= EARLY_FRACTION * probe_steps[-1])[0]
         stab["gamma"] = {"first": float(g[0]), "start": float(g[late]), "end": float(g[-1])}
-    _plot(out, dataset, steps_axis, acc, acc_other, eval_stats, probe_steps, arrays)
+    _plot(out, dataset, steps_axis, acc, acc_other, eval_stats, probe_steps, arrays, n_probe)
 
     final = {lbl: float(acc[lbl][-1]) for lbl in labels}
     levels = sorted({round(max(final.values()) * f, 2) for f in (0.8, 0.9, 0.95, 0.98)})
@@ -340,7 +343,7 @@ def _write_outputs(out: Path, done, dataset, source, steps, eval_stats, wall, jo
              for lbl in labels}  # fmt: skip
     reach = {lvl: {lbl: steps_to_reach(keyed[lbl], lvl, "a") for lbl in labels} for lvl in levels}
     lines = _report_lines(dataset, source, steps, eval_stats, final, acc_other, seconds, wall,
-                          jobs, reach, stab, cpu)  # fmt: skip
+                          jobs, reach, stab, cpu, n_probe)  # fmt: skip
     report.write_report(out / "report.md", lines)
     return Ioffe2015Result(dataset, final, seconds, reach, stab, wall, jobs, cpu)
 
@@ -350,7 +353,7 @@ def _fmt(step) -> str:
 
 
 def _report_lines(dataset, source, steps, eval_stats, final, acc_other, seconds, wall, jobs,
-                  reach, stab, cpu) -> list[str]:  # fmt: skip
+                  reach, stab, cpu, n_probe) -> list[str]:  # fmt: skip
     labels = list(final)
     other_name = "running averages" if eval_stats == "population" else "population statistics"
     headline = "population statistics" if eval_stats == "population" else "running averages"
@@ -417,7 +420,7 @@ def _report_lines(dataset, source, steps, eval_stats, final, acc_other, seconds,
         'progresses".',
         "",
         f"**This run:** the same percentiles for every one of the 100 units of the last hidden "
-        f"layer, over {N_PROBE} fixed test images; the BN network as the inference network "
+        f"layer, over {n_probe} fixed test images; the BN network as the inference network "
         "(population statistics) and as the training network (the same images in "
         "mini-batches of 60, batch statistics), and, for comparison, as the inference "
         "network with running averages. Per unit, over the evaluations after the first "
@@ -521,7 +524,9 @@ def _verdict(final, reach, stab, dataset) -> list[str]:
     return lines
 
 
-def _plot(out: Path, dataset, steps, acc, acc_other, eval_stats, probe_steps, arrays) -> None:
+def _plot(
+    out: Path, dataset, steps, acc, acc_other, eval_stats, probe_steps, arrays, n_probe: int
+) -> None:
     plt = report.pyplot()
     other_name = "running averages" if eval_stats == "population" else "population stats"
     headline = "population stats" if eval_stats == "population" else "running averages"
@@ -576,7 +581,7 @@ def _plot(out: Path, dataset, steps, acc, acc_other, eval_stats, probe_steps, ar
     axes[0, 0].legend(loc="lower left", fontsize=8)
     axes[1, 0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"Inputs to the last hidden layer's sigmoids over training ({dataset}, "
-                 f"{N_PROBE} fixed test images); top: units {', '.join(map(str, UNITS_SHOWN))};"
+                 f"{n_probe} fixed test images); top: units {', '.join(map(str, UNITS_SHOWN))};"
                  " bottom: all 100 units", fontsize=11)  # fmt: skip
     fig.tight_layout()
     report.save_figure(fig, out / "fig1bc_sigmoid_input.png")
