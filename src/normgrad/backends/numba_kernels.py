@@ -37,16 +37,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
+# The fingerprint's mixing constants (SplitMix64's), defined once with the NumPy one.
+from normgrad.core.cache import GOLDEN, MIX_MULTIPLIER, MIX_SHIFT
+
 CACHE = True  # numba's on-disk cache: a second process does not recompile
 #: Parts a reduction is split into where one group is shared by several threads: a number
 #: set by the shape alone, so that the order of the additions does not depend on the thread
 #: count.
 NCHUNKS = 16
-
-
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-MIX_MULTIPLIER = np.uint64(0xBF58476D1CE4E5B9)
-MIX_SHIFT = np.uint64(31)
 
 
 @njit(inline="always", cache=CACHE)

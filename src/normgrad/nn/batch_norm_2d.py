@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from normgrad import backends
+from normgrad.backends.numpy_backend import center
 
 ACC = np.float64
 
@@ -67,13 +68,7 @@ def forward(x, gamma, beta, eps: float, running=None, weight: float = 0.0, fused
     dtype = x.dtype
     n = x.shape[0]
     mean = np.mean(x, axis=0, keepdims=True, dtype=ACC)
-    if dtype == np.float64:
-        xhat = np.subtract(x, mean, dtype=dtype)
-    else:
-        mean_hi = mean.astype(dtype)
-        mean_lo = (mean - mean_hi).astype(dtype)
-        xhat = np.subtract(x, mean_hi, dtype=dtype)
-        xhat -= mean_lo
+    xhat = center(x, mean, dtype)  # the op's own centring: the float64 mean in two parts
     out = np.empty(x.shape, dtype)
     m2 = np.sum(np.square(xhat, out=out), axis=0, keepdims=True, dtype=ACC)
     var = m2 / n
