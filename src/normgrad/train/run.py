@@ -12,14 +12,13 @@ slice of every batch, rank 0 alone writes files and logs. No rank is left waitin
 on every rank inside :func:`_agreed`, one collective in which the ranks exchange whether
 they succeeded and a fingerprint of their configuration, so a failure on one rank (or ranks
 that disagree on a setting) ends every rank with the same message; a failure during
-training aborts the job (``MPI_Abort``) after the failed rank has printed its message.
+training aborts the job (``MPI_Abort``) after the failed rank has printed its message
+(a file rank 0 cannot write, such as a full disk, instead stops every rank together).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from normgrad.train.checkpoint import CheckpointError, load_verified
 from normgrad.train.config import TrainConfig
 from normgrad.train.trainer import (
     RUN_FILES,
+    RunWriteError,
     Trainer,
     TrainingDiverged,
     TrainingInterrupted,
@@ -311,20 +311,17 @@ def _trainer(config: TrainConfig, out: Path, comm, progress: bool) -> Trainer:
 def _train(trainer: Trainer) -> RunReport:
     try:
         result = trainer.run()
-    except (TrainingDiverged, TrainingInterrupted):  # every rank stops here together
-        raise
+    except (TrainingDiverged, TrainingInterrupted, RunWriteError):
+        raise  # every rank stops here together (a failed write: Trainer.rank_0_writes)
     except Exception as exc:
         if trainer.comm is None:
             raise
         # One failed rank must not leave the others waiting in a collective forever.
-        usage = isinstance(exc, NormgradUsageError)  # e.g. RunWriteError: a full disk
-        if usage:
-            print(f"normgrad train: error: rank {trainer.rank}: {exc}; aborting all ranks",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        else:
-            traceback.print_exc()
-            print(f"normgrad: rank {trainer.rank} failed; aborting all ranks",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        trainer.comm.Abort(2 if usage else 1)
-        os._exit(2 if usage else 1)  # MPI_Abort may return before the job is torn down
+        from normgrad.train.watchdog import abort_job
+
+        if isinstance(exc, NormgradUsageError):
+            line = f"normgrad train: error: rank {trainer.rank}: {exc}; aborting all ranks"
+            abort_job(trainer.comm, 2, line)
+        traceback.print_exc()
+        abort_job(trainer.comm, 1, f"normgrad: rank {trainer.rank} failed; aborting all ranks")
     return RunReport(trainer.out, result.steps, result.accuracy, result.split)

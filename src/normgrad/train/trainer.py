@@ -309,13 +309,38 @@ class Trainer:
         bad = _nonfinite_buffer(self.model)
         if bad:
             raise TrainingDiverged(f"running statistic {bad} became NaN/Inf by step {self.step}")
-        if self.rank == 0:
-            self._note_where(f"step {self.step} (writing checkpoint.npz)")
-            kept = "the previous checkpoint is kept"
-            if not self.checkpoint_path.exists():
-                kept = "no checkpoint was written yet"
-            with self.writing(self.checkpoint_path, kept):
-                save_atomic(self.checkpoint_path, self._state())
+        with self.rank_0_writes():
+            if self.rank == 0:
+                self._note_where(f"step {self.step} (writing checkpoint.npz)")
+                kept = "the previous checkpoint is kept"
+                if not self.checkpoint_path.exists():
+                    kept = "no checkpoint was written yet"
+                with self.writing(self.checkpoint_path, kept):
+                    save_atomic(self.checkpoint_path, self._state())
+
+    @contextlib.contextmanager
+    def rank_0_writes(self):
+        """Rank 0 writes inside this block; over MPI every rank then hears whether it could.
+
+        A write that fails on rank 0 (a full disk) then raises the same RunWriteError on
+        every rank at the same step, and the job ends like any usage error: one line,
+        exit 2. The alternative, rank 0 aborting the job while the others wait in the next
+        step's collective, loses the line whenever ``mpiexec`` tears the job down before
+        it has forwarded rank 0's stderr (seen on a loaded machine)."""
+        failure = None
+        try:
+            yield
+        except RunWriteError as exc:
+            if self.comm is None:
+                raise
+            failure = exc
+        if self.comm is None:
+            return
+        message = self.comm.allgather(None if failure is None else str(failure))[0]
+        if message is not None:
+            raise RunWriteError(
+                f"rank 0 of {self.world}: {message}; every rank stopped after step {self.step}"
+            ) from None
 
     @contextlib.contextmanager
     def writing(self, path: Path, kept: str, then: str | None = None):
@@ -593,8 +618,11 @@ class Trainer:
             # The model a user evaluates is the one the run was evaluated as (Algorithm 2);
             # every rank takes part: synchronized batch norm runs collectives.
             recompute_population_statistics(self.model, self.population_batches())
-        if self.rank != 0:
-            return
+        with self.rank_0_writes():
+            if self.rank == 0:
+                self._write_metrics_and_model()
+
+    def _write_metrics_and_model(self) -> None:
         rows = self.metrics_rows()
         fields = ["step", "loss", "train_acc", self.eval_key]
         fields += sorted({k for r in rows for k in r} - set(fields))

@@ -14,11 +14,17 @@ The threads need MPI's ``MPI_THREAD_MULTIPLE`` (mpi4py asks for it by default).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 
 QUERY_TAG, REPLY_TAG = 7101, 7102
+#: How long a rank that is about to abort the job waits after printing its line. MPI_Abort
+#: makes ``mpiexec`` kill every process at once, and whatever of this rank's stderr its
+#: proxy has not yet forwarded is lost with it (seen on a loaded machine): the pause lets
+#: the line through. The other ranks are waiting in a collective meanwhile.
+ABORT_GRACE_SECONDS = 0.5
 #: How long a waiting rank gives the others to answer its question, at most.
 ANSWER_SECONDS = 3.0
 
@@ -131,11 +137,19 @@ class Watchdog:
         silent += [f"rank {r} (not in a collective: busy in {a[2]})"
                    for r, a in sorted(answers.items()) if not a[1]]  # fmt: skip
         _, name, where, since = self._state()
-        print(
+        abort_job(
+            self.comm,
+            1,
             f"normgrad train: rank {self.rank} waited {since:.1f} s in {name} during {where} "
             f"(--rank-timeout {self.timeout:g}); silent: {', '.join(silent) or 'unknown'}; "
             "aborting all ranks",
-            file=sys.stderr,
-            flush=True,
         )
-        self.comm.Abort(1)
+
+
+def abort_job(comm, code: int, line: str) -> None:
+    """Print ``line`` on stderr, give ``mpiexec`` time to forward it, then abort every
+    rank with exit ``code`` (this process ends here even if MPI_Abort returns)."""
+    print(line, file=sys.stderr, flush=True)
+    time.sleep(ABORT_GRACE_SECONDS)
+    comm.Abort(code)
+    os._exit(code)
