@@ -109,3 +109,30 @@ def test_float64_spread_beyond_1e154_is_scaled_not_overflowed(op, shape, options
         assert (a is None and b is None) or np.allclose(a, b, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(cache.mean.reshape(-1),
                                ref_cache.mean.reshape(-1) * 1e200, rtol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("mean", [0.0, 1e4, 1e6])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_y_is_correctly_rounded_element_by_element(mean, training):
+    """Every float32 y of the (N, C) path is the float64 result rounded to nearest (half an
+    ulp of that element), also near zero where the mean is many standard deviations away:
+    its folded form y = fma(x, scale, offset_hi) + offset_lo must keep the offset exact
+    (a plain x * scale + offset is 24 ulp off there at mean 1e6). C = 1024 is the width
+    at which the kernel uses the fold for speed."""
+    spec = get_op("batch_norm")
+    rng = np.random.default_rng(1)
+    x = (mean + rng.standard_normal((512, 1024))).astype(np.float32)
+    gamma = (0.5 + rng.random(1024)).astype(np.float32)
+    beta = rng.standard_normal(1024).astype(np.float32)
+    options = {}
+    if not training:
+        x64 = x.astype(np.float64)
+        options = {"training": False, "running_mean": x64.mean(axis=0).astype(np.float32),
+                   "running_var": x64.var(axis=0).astype(np.float32)}  # fmt: skip
+    y, _ = spec.forward(x, gamma, beta, backend="numba", **options)
+    wide = {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v
+            for k, v in options.items()}  # fmt: skip
+    ref, _ = spec.forward(*(a.astype(np.float64) for a in (x, gamma, beta)), backend="numpy",
+                          **wide)  # fmt: skip
+    ulps = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32))
+    assert ulps.max() <= 0.5 + 1e-3, f"max {ulps.max():.3f} ulp"
