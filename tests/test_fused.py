@@ -141,3 +141,17 @@ def test_fused_results_are_the_same_bits_at_any_thread_count(op, shape, options)
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1], strict=True):
         assert np.array_equal(a, b)
+
+
+def test_each_kernel_s_serial_and_parallel_compilations_have_their_own_cache_entry():
+    """Numba's on-disk cache is keyed by the function's qualified name and signature, not
+    by ``parallel``: compiled from one function, the serial and the parallel variant share
+    an entry, and a warm cache then runs the "parallel" kernels on one thread (measured,
+    2x at (1024, 1024) on two cores). Each variant must be a function of its own name."""
+    from normgrad.backends import numba_kernels
+
+    for name, (parallel, serial) in numba_kernels._KERNELS.items():
+        assert parallel.targetoptions.get("parallel") is True, name
+        assert not serial.targetoptions.get("parallel"), name
+        assert parallel.py_func.__qualname__ != serial.py_func.__qualname__, name
+        assert parallel.py_func.__code__ is serial.py_func.__code__, name  # the same loops
