@@ -9,7 +9,10 @@ seconds apart. The floor is cache-aware (docs/design.md §11): a training step m
 transfers of x (read x, write y; read x and dy, write dx) when one reduction group fits in
 a core's cache, 8 when it does not (x and dy are read twice), and an eval forward 2; the
 floor is ``transfers * x.nbytes / B`` with B the streaming bandwidth of a STREAM-style
-triad measured at the start and at the end of the run with all cores. The report says
+triad measured at the start and at the end of the run with all cores (the floors use the
+higher). Each timed call follows an untimed call of the same method and a write of a buffer
+twice the size of the caches: it runs from memory, with its allocations settled as in a
+loop of its own (:func:`_cache_evictor`). The report says
 which floor each row uses and why, and warns when the machine was busy (the load average,
 a floor beaten by a kernel, a bandwidth that moved). Timings never appear in tests.
 """
@@ -263,6 +266,26 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
 RATIO_METHODS = (("numpy closed form", "pytorch"), ("fused (numba)", "pytorch"))
 
 
+def _cache_evictor() -> Callable[[], None]:
+    """A function that pushes every array out of the caches (it writes a buffer twice the
+    size of the largest cache, at least 64 MiB), run before each timed call.
+
+    Each timed call is preceded by an untimed call of the same method and then by this:
+    the call finds memory as it would in a loop of its own (the previous results freed and
+    their pages reused; measured: after the NumPy method's temporaries, the next method's
+    16 MB output took 546 page faults per call) and its inputs in memory, not in cache, so
+    every method is timed in the conditions the memory-traffic floor assumes."""
+    from normgrad.backends.cpu import cache_levels
+
+    largest = max((c.size for c in cache_levels()), default=0)
+    junk = np.zeros(max(2 * largest, 64 << 20) // 8)
+
+    def evict() -> None:
+        np.add(junk, 1.0, out=junk)
+
+    return evict
+
+
 def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps, cache_bytes=None) -> Row:
     spec = get_op(op)
     rng = np.random.default_rng(0)
@@ -284,8 +307,11 @@ def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps, cache_b
         f()
         row.first_call_ms[name] = 1e3 * (time.perf_counter() - t)
     samples: dict[str, list[float]] = {name: [] for name in methods}
+    evict = _cache_evictor()
     for _ in range(reps):
         for name, f in methods.items():
+            f()  # untimed: see _cache_evictor
+            evict()
             t = time.perf_counter()
             f()
             samples[name].append(1e3 * (time.perf_counter() - t))
@@ -360,11 +386,18 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
         network = train_benchmark(steps=100 if quick else 300, reps=3)
         bar.update(1)
     bandwidth_end, _ = triad_bandwidth()
+    # The floors use the higher of the two measurements: on a shared machine the bandwidth
+    # moves (18.7 to 46.6 GB/s between runs here), and a floor from a low reading would
+    # flatter every kernel.
+    best = max(bandwidth, bandwidth_end)
+    for row in rows:
+        row.floor_ms *= bandwidth / best
     result = {
         "machine": machine(),
         "bandwidth_GBps": bandwidth / 1e9,
         "bandwidth_end_GBps": bandwidth_end / 1e9,
         "bandwidth_method": how,
+        "bandwidth_floor_GBps": best / 1e9,
         "load_average_before": load_before,
         "reps": reps,
         "rows": [asdict(r) for r in rows],
@@ -405,7 +438,8 @@ def _machine_lines(result: dict) -> list[str]:
         f"({m.get('numba_threads', '-')} threads), torch {m.get('torch', '-')} "
         f"({m.get('torch_threads', '-')} threads)",
         f"streaming bandwidth {result['bandwidth_GBps']:.1f} GB/s at the start, "
-        f"{result.get('bandwidth_end_GBps', 0.0):.1f} at the end ({result['bandwidth_method']})",
+        f"{result.get('bandwidth_end_GBps', 0.0):.1f} at the end ({result['bandwidth_method']}); "
+        f"the floors use {result.get('bandwidth_floor_GBps', result['bandwidth_GBps']):.1f}",
         f"load average {result.get('load_average_before', 0.0):.2f} before the run, at most "
         f"{max((r.get('load_average', 0.0) for r in result['rows']), default=0.0):.2f} during it",
     ]
