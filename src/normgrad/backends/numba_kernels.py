@@ -484,6 +484,12 @@ def _widening(a_len: int, c_len: int) -> int:
     return k
 
 
+def _tile(a: np.ndarray, k: int) -> np.ndarray:
+    """Per-channel ``a`` repeated for the k rows of x in a widened row (a itself for k = 1:
+    np.tile is a dozen Python calls, which a small array's call notices)."""
+    return a if k == 1 else np.tile(a, k)
+
+
 def _per_channel(parts: np.ndarray, k: int) -> np.ndarray:
     """Per-chunk sums over the widened view's k * C columns -> per-channel sums (C,)."""
     return parts.sum(axis=0).reshape(k, -1).sum(axis=0)
@@ -513,7 +519,7 @@ def bn_forward(x3, g, beta, eps, div):
     nchunks = _chunks(x2.shape[0])
     shift = x2[0, :c_len]  # in x's own dtype: exact, and half the bytes of float64
     s1, s2 = np.empty((nchunks, k * c_len)), np.empty((nchunks, k * c_len))
-    _kernel("stats2", x3.size)(x2, np.tile(shift, k), nchunks, s1, s2)
+    _kernel("stats2", x3.size)(x2, _tile(shift, k), nchunks, s1, s2)
     s1, s2 = _per_channel(s1, k), _per_channel(s2, k)
     mean_shifted = s1 / a_len
     mean = shift.astype(np.float64) + mean_shifted
@@ -539,10 +545,10 @@ def bn_affine_into(x3, mean, scale, beta, out) -> int:
     if out.dtype != np.float64:  # the folded form (see _scale_shift2_py)
         offset_hi, offset_lo = np.empty(c_len), np.empty(c_len)
         _offset_parts(mean, scale, beta, offset_hi, offset_lo)
-        wide = (np.tile(scale, k), np.tile(offset_hi, k), np.tile(offset_lo.astype(np.float32), k))
+        wide = (_tile(scale, k), _tile(offset_hi, k), _tile(offset_lo.astype(np.float32), k))
         _kernel("scale_shift2", x3.size)(x2, _bits(x2), *wide, nchunks, out2, fp)
     else:
-        wide = (np.tile(mean, k), np.tile(scale, k), np.tile(beta, k))
+        wide = (_tile(mean, k), _tile(scale, k), _tile(beta, k))
         _kernel("affine2", x3.size)(x2, _bits(x2), *wide, nchunks, out2, fp)
     return _total(fp)
 
@@ -563,14 +569,14 @@ def bn_backward(dy3, x3, mean, g, inv, factor, training):
     nchunks = _chunks(shape2[0])
     s1, s2 = np.empty((nchunks, k * c_len)), np.empty((nchunks, k * c_len))
     fp = np.empty(nchunks, np.uint64)
-    _kernel("sums2", x3.size)(dy2, x2, _bits(x2), np.tile(mean, k), nchunks, s1, s2, fp)
+    _kernel("sums2", x3.size)(dy2, x2, _bits(x2), _tile(mean, k), nchunks, s1, s2, fp)
     sdy, sdyx = _per_channel(s1, k), _per_channel(s2, k)
     p = g * inv
     if training:
         q, o = -p * inv * inv * factor * sdyx / a_len, -p * sdy / a_len
     else:
         q, o = np.zeros(c_len), np.zeros(c_len)
-    wide = (np.tile(mean, k), np.tile(p, k), np.tile(q, k), np.tile(o, k))
+    wide = (_tile(mean, k), _tile(p, k), _tile(q, k), _tile(o, k))
     _kernel("dx2", x3.size)(dy2, x2, *wide, nchunks, dx2)
     return dx, sdy, sdyx, _total(fp)
 
