@@ -752,3 +752,28 @@ def test_mpi_a_full_disk_on_rank_0_ends_every_rank_with_one_line(tmp_path):
     assert "rank 0 of 2: cannot write" in line and "No space left on device" in line
     assert "no checkpoint was written yet" in line
     assert line.endswith("every rank stopped after step 10")
+
+
+def test_mpi_a_failing_write_on_rank_0_stops_every_rank_and_keeps_the_last_checkpoint(tmp_path):
+    """The same protocol as the full tmpfs above, on any machine: rank 0's second checkpoint
+    meets a full disk (a failing fsync); every rank stops after that step with the one line,
+    exit 2, the first checkpoint kept, and the run then resumes."""
+    if not os.path.exists("/proc/self/fd"):
+        pytest.skip("needs /proc to tell files apart")
+    script = str(Path(__file__).with_name("full_disk_rank.py"))
+    run = tmp_path / "run"
+    cmd = [_mpiexec(), "-n", "2", sys.executable, script, "train", *RUN, "--distributed",
+           "--out", str(run)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    line = _one_line(result.stderr)
+    assert f"rank 0 of 2: cannot write {run / 'checkpoint.npz'}: No space left on device" in line
+    assert "the previous checkpoint is kept" in line
+    assert line.endswith("every rank stopped after step 20")
+    assert int(load_verified(run / "checkpoint.npz")["step"]) == 10
+    _no_temporaries(run)
+    resume = [_mpiexec(), "-n", "2", sys.executable, "-m", "normgrad", "train", "--resume",
+              str(run), "--distributed", "--no-progress"]  # fmt: skip
+    resumed = subprocess.run(resume, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(load_verified(run / "checkpoint.npz")["step"]) == 30
