@@ -20,7 +20,6 @@ are computed in float64 and rounded once (docs/design.md §10).
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import NamedTuple
 
@@ -32,15 +31,10 @@ from normgrad.backends.numpy_backend import center
 ACC = np.float64
 
 
-@functools.cache
-def _numba_installed() -> bool:
-    return backends.numba_available()
-
-
 def fused_available() -> bool:
     """Whether the step runs on the fused kernels: Numba is installed and
     ``NORMGRAD_BACKEND`` does not say ``numpy``."""
-    return os.environ.get(backends.ENV_VAR) != "numpy" and _numba_installed()
+    return os.environ.get(backends.ENV_VAR) != "numpy" and backends.numba_available()
 
 
 class Saved(NamedTuple):
