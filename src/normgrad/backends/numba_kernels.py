@@ -68,6 +68,26 @@ def _mix(bits, e):
     return v ^ (v >> MIX_SHIFT)
 
 
+@njit(inline="always", cache=CACHE)
+def _group_statistics(sum_d, sum_d2, shift, n, div, eps, centered):
+    """A group's ``(mean, m2, inv_std)`` from the sums of ``d = x - shift`` and of ``d^2``
+    over its n values: taken around a value of the group, M2 stays exact when the mean
+    dwarfs the spread. Without centring (RMS norm, shift 0) the mean is 0 and M2 the sum of
+    squares; ``div`` is M or M - 1."""
+    mean_shifted = sum_d / n if centered else 0.0
+    m2 = max(sum_d2 - sum_d * mean_shifted, 0.0)
+    return shift + mean_shifted, m2, 1.0 / np.sqrt(m2 / div + eps)
+
+
+@njit(cache=CACHE)
+def _statistics_into(sum_d, sum_d2, shift, n, div, eps, mean, m2, inv_std):
+    """:func:`_group_statistics` per channel, for the sums of the two-pass forward."""
+    for c in range(mean.size):
+        mean[c], m2[c], inv_std[c] = _group_statistics(
+            sum_d[c], sum_d2[c], np.float64(shift[c]), n, div, eps, True
+        )
+
+
 def _chunks(n: int) -> int:
     """Chunks for n rows: at most NCHUNKS, and at least 64 rows each, so that the
     per-chunk float64 partial sums (a row's worth each, twice) stay within a sixteenth of
@@ -94,10 +114,7 @@ def _ch_fwd_py(x, xb, g, beta, eps, div, out, mean_out, m2_out, inv_out, fp_out)
                 acc1 += d
                 acc2 += d * d
                 h += _mix(xb[a, c, b], base + b)
-        mean_shifted = acc1 / n
-        mu = shift + mean_shifted
-        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
-        r = 1.0 / np.sqrt(m2 / div + eps)
+        mu, m2, r = _group_statistics(acc1, acc2, shift, n, div, eps, True)
         mean_out[c] = mu
         m2_out[c] = m2
         inv_out[c] = r
@@ -281,10 +298,7 @@ def _row_fwd3_py(x, xb, gamma2, beta2, eps, div, centered, out, mean_out, m2_out
                 acc1 += d
                 acc2 += d * d
                 h += _mix(xb[r, k, s], base + s)
-        mean_shifted = acc1 / n if centered else 0.0
-        mu = shift + mean_shifted
-        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
-        rs = 1.0 / np.sqrt(m2 / div + eps)
+        mu, m2, rs = _group_statistics(acc1, acc2, shift, n, div, eps, centered)
         mean_out[r] = mu
         m2_out[r] = m2
         inv_out[r] = rs
@@ -311,10 +325,7 @@ def _row_fwd2_py(x, xb, gamma2, beta2, eps, div, centered, out, mean_out, m2_out
             acc1 += d
             acc2 += d * d
             h += _mix(xb[r, k], base + k)
-        mean_shifted = acc1 / k_len if centered else 0.0
-        mu = shift + mean_shifted
-        m2 = max(acc2 - acc1 * mean_shifted, 0.0)
-        rs = 1.0 / np.sqrt(m2 / div + eps)
+        mu, m2, rs = _group_statistics(acc1, acc2, shift, k_len, div, eps, centered)
         mean_out[r] = mu
         m2_out[r] = m2
         inv_out[r] = rs
@@ -520,11 +531,8 @@ def bn_forward(x3, g, beta, eps, div):
     shift = x2[0, :c_len]  # in x's own dtype: exact, and half the bytes of float64
     s1, s2 = np.empty((nchunks, k * c_len)), np.empty((nchunks, k * c_len))
     _kernel("stats2", x3.size)(x2, _tile(shift, k), nchunks, s1, s2)
-    s1, s2 = _per_channel(s1, k), _per_channel(s2, k)
-    mean_shifted = s1 / a_len
-    mean = shift.astype(np.float64) + mean_shifted
-    m2 = np.maximum(s2 - s1 * mean_shifted, 0.0)
-    inv = 1.0 / np.sqrt(m2 / div + eps)
+    _statistics_into(_per_channel(s1, k), _per_channel(s2, k), shift, a_len, div, eps,
+                     mean, m2, inv)  # fmt: skip
     fp = bn_affine_into(x3, mean, g * inv, beta, out)
     return out, mean, m2, inv, fp
 
