@@ -164,6 +164,23 @@ def channel_forward(x, gamma, beta, layout: NormLayout, *, eps, bessel, stats=No
     return y, cache, mom
 
 
+def _view_statistics(cache: NormCache):
+    """``(mean, inv_std, factor)`` of x_view, flat: the cache's statistics are those of x,
+    x_view is ``x * x_scale``; factor is M / (M - 1) under Bessel's correction, else 1."""
+    m = cache.layout.count
+    factor = m / (m - 1) if cache.bessel else 1.0
+    return cache.mean.reshape(-1) * cache.x_scale, cache.inv_std.reshape(-1) / cache.x_scale, factor
+
+
+def _dx_of_x(dx, fp, cache: NormCache) -> np.ndarray:
+    """The kernels' dx of x_view as dx of x, in x's dtype and shape, after checking that x
+    was not written since the forward (``fp``: the backward kernel's fingerprint)."""
+    cache.check_kernel_fingerprint(fp)
+    if cache.x_scale != 1.0:  # dx of x = scale * dx of x_view = scale * x
+        dx *= cache.x_scale
+    return dx.astype(cache.x_dtype, copy=False).reshape(cache.layout.x_shape)
+
+
 def channel_backward(dy, cache: NormCache):
     """Closed-form gradients ``(dx, dgamma, dbeta)``: one sweep per channel of an NCHW-like
     view, two passes over an (N, C) one."""
@@ -172,20 +189,14 @@ def channel_backward(dy, cache: NormCache):
     x3 = cache.x_view
     c = x3.shape[1]
     dy3 = k.view3(dy, layout.channel_axis).astype(x3.dtype, copy=False)
-    mean = cache.mean.reshape(c) * cache.x_scale  # the statistics of x_view
-    r = cache.inv_std.reshape(c) / cache.x_scale
+    mean, r, factor = _view_statistics(cache)
     g = np.ones(c) if cache.gamma is None else cache.gamma.reshape(c).astype(np.float64)
-    m = layout.count
-    factor = m / (m - 1) if cache.bessel else 1.0
     # dx = g r / M * (M dy - sum(dy) - factor * xhat * sum(dy * xhat)), xhat = (x - mean) r;
     # in eval mode the statistics are constants and dx = g r dy.
     dx, sum_dy, sum_dy_xmu, fp = k.bn_backward(dy3, x3, mean, g, r, factor, cache.training)
-    cache.check_kernel_fingerprint(fp)
-    if cache.x_scale != 1.0:  # dx of x = scale * dx of x_view = scale * x
-        dx *= cache.x_scale
     dgamma = None if cache.gamma is None else (sum_dy_xmu * r).astype(cache.param_dtype)
     dbeta = sum_dy.astype(cache.param_dtype) if cache.has_beta else None
-    return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
+    return _dx_of_x(dx, fp, cache), dgamma, dbeta
 
 
 # --------------------------------------------------------------------------- per-sample norms
@@ -247,25 +258,19 @@ def rows_backward(dy, cache: NormCache):
     x3 = cache.x_view
     shape3, groups = _rows_view(layout)
     dy3 = np.ascontiguousarray(dy).reshape(shape3).astype(x3.dtype, copy=False)
-    mean = cache.mean.reshape(-1) * cache.x_scale  # the statistics of x_view
-    r = cache.inv_std.reshape(-1) / cache.x_scale
+    mean, r, factor = _view_statistics(cache)
     gamma = np.ones(layout.param_shape) if cache.gamma is None else cache.gamma
     g2 = gamma.reshape(groups, -1).astype(np.float64)
-    m = layout.count
-    factor = m / (m - 1) if cache.bessel else 1.0
     # dx = g r dy - r sum(dxhat) / M - factor (x - mean) r^3 sum(dxhat (x - mean)) / M;
     # without centring (RMS norm) the mean is 0 and its term, r sum(dxhat) / M, is absent.
     dx, dgamma2, dbeta2, fp = k.rows_backward(dy3, x3, mean, r, g2, factor, layout.centered)
-    cache.check_kernel_fingerprint(fp)
-    if cache.x_scale != 1.0:  # dx of x = scale * dx of x_view = scale * x
-        dx *= cache.x_scale
 
     def param(g):
         return g.reshape(layout.param_shape).astype(cache.param_dtype)
 
     dgamma = None if cache.gamma is None else param(dgamma2)
     dbeta = param(dbeta2) if cache.has_beta else None
-    return dx.astype(cache.x_dtype, copy=False).reshape(layout.x_shape), dgamma, dbeta
+    return _dx_of_x(dx, fp, cache), dgamma, dbeta
 
 
 def _is_per_channel(layout: NormLayout) -> bool:
