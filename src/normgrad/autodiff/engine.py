@@ -24,15 +24,19 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 
-def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``grad`` down to ``shape``: the adjoint of broadcasting ``shape`` up to grad's."""
+def unbroadcast(grad, shape: tuple[int, ...]):
+    """Sum ``grad`` down to ``shape``: the adjoint of broadcasting ``shape`` up to grad's.
+
+    ``grad`` is an ndarray, or a Tensor under create_graph (only ``sum`` and ``reshape``
+    are used, so the summing is itself differentiable; a grad already of ``shape`` is
+    returned as it is, which adds no node to that graph)."""
     extra = grad.ndim - len(shape)
     if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
     axes = tuple(a for a, n in enumerate(shape) if n == 1 and grad.shape[a] != 1)
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape)
+    return grad if grad.shape == tuple(shape) else grad.reshape(shape)
 
 
 def _normalize_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -101,10 +105,9 @@ class Tensor:
     def _accumulate(self, grad) -> None:
         if self.is_const:
             return
-        if isinstance(grad, Tensor):  # create_graph: the gradient is itself in a graph
-            grad = _unbroadcast_tensor(grad, self.shape)
-        else:
-            grad = unbroadcast(np.asarray(grad, dtype=np.float64), self.shape)
+        if not isinstance(grad, Tensor):  # a Tensor under create_graph: itself in a graph
+            grad = np.asarray(grad, dtype=np.float64)
+        grad = unbroadcast(grad, self.shape)
         self.grad = grad if self.grad is None else self.grad + grad
 
     def _v(self, g):
@@ -325,17 +328,6 @@ def _spread(g, axes: tuple[int, ...], keepdims: bool, shape: tuple[int, ...]):
         return g * np.ones(shape)  # broadcasting; its adjoint is the sum _accumulate takes
     g = g if keepdims else np.expand_dims(g, axes)
     return np.broadcast_to(g, shape)
-
-
-def _unbroadcast_tensor(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """:func:`unbroadcast` with Tensor operations (for create_graph)."""
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(a for a, n in enumerate(shape) if n == 1 and grad.shape[a] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad if grad.shape == tuple(shape) else grad.reshape(shape)
 
 
 def _axes_label(axes: tuple[int, ...]) -> str:
