@@ -286,7 +286,11 @@ def _cache_evictor() -> Callable[[], None]:
     return evict
 
 
-def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps, cache_bytes=None) -> Row:
+def measure_row(
+    op, label, shape, options, dtype, mode, bandwidth, reps, cache_bytes=None, evict=None
+) -> Row:
+    """One row: every method timed ``reps`` times, interleaved; ``evict`` is the run's
+    :func:`_cache_evictor` (one is made if not given)."""
     spec = get_op(op)
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
@@ -307,7 +311,7 @@ def measure_row(op, label, shape, options, dtype, mode, bandwidth, reps, cache_b
         f()
         row.first_call_ms[name] = 1e3 * (time.perf_counter() - t)
     samples: dict[str, list[float]] = {name: [] for name in methods}
-    evict = _cache_evictor()
+    evict = evict or _cache_evictor()
     for _ in range(reps):
         for name, f in methods.items():
             f()  # untimed: see _cache_evictor
@@ -379,9 +383,10 @@ def run(quick: bool = False, progress: bool = True, reps: int | None = None) -> 
     except ImportError:
         bar = progress_bar(total=len(jobs) + 1, enabled=False)
     rows = []
+    evict = _cache_evictor()  # one buffer for the run, not one per row
     with bar:
         for job in jobs:
-            rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps))
+            rows.append(measure_row(*job, bandwidth=bandwidth, reps=reps, evict=evict))
             bar.update(1)
         network = train_benchmark(steps=100 if quick else 300, reps=3)
         bar.update(1)
